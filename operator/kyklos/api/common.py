@@ -1,0 +1,218 @@
+"""Types shared by every Kyklos kind: durations, references, conditions, pod essentials."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+GROUP = "kyklos.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+#: A Go-style duration: one or more ``<integer><unit>`` parts, units ms, s, m, h, d.
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
+
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
+    Field(json_schema_extra={"x-kyklos-format": "duration"}),
+]
+
+#: A Kubernetes name (RFC 1123 subdomain) of an object this one refers to.
+ObjectName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", min_length=1, max_length=253),
+]
+
+#: A resource quantity (``500m``, ``2Gi``, ``1``) as Kubernetes accepts it.
+QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+Quantity = Annotated[
+    int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)],
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+
+#: Keys of free-form string maps (env, hyperparameters, nodeSelector).
+StringMap = Annotated[
+    dict[str, Annotated[str, StringConstraints(max_length=32768)]], Field(max_length=256)
+]
+
+
+class KyklosModel(BaseModel):
+    """Base of every spec/status model: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=True,
+        validate_default=True,
+    )
+
+
+class ConditionStatus(StrEnum):
+    """The status of a condition, as in every Kubernetes API."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class ConditionType(StrEnum):
+    """Condition types used across the Kyklos kinds (each kind documents which it sets)."""
+
+    READY = "Ready"
+    MODEL_ACCEPTED = "ModelAccepted"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    DRIFTED = "Drifted"
+
+
+class Reason(StrEnum):
+    """Every condition and Event reason Kyklos writes, listed once (CamelCase)."""
+
+    # Dataset
+    PROFILING = "Profiling"
+    PROFILED = "Profiled"
+    VALIDATION_FAILED = "ValidationFailed"
+    SOURCE_UNREACHABLE = "SourceUnreachable"
+    FORMAT_ERROR = "FormatError"
+    SCHEMA_MISMATCH = "SchemaMismatch"
+    EMPTY_SOURCE = "EmptySource"
+    PROFILE_JOB_FAILED = "ProfileJobFailed"
+    NEW_VERSION = "NewVersion"
+    # TrainingJob
+    DATASET_NOT_READY = "DatasetNotReady"
+    JOB_CREATED = "JobCreated"
+    JOB_RECREATED = "JobRecreated"
+    SUSPENDED = "Suspended"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    METRICS_INVALID = "MetricsInvalid"
+    METRIC_MISSING = "MetricMissing"
+    THRESHOLD_MET = "ThresholdMet"
+    THRESHOLD_NOT_MET = "ThresholdNotMet"
+    NO_EVALUATION = "NoEvaluation"
+    INVALID_SPEC = "InvalidSpec"
+    # ModelDeployment
+    MODEL_NOT_READY = "ModelNotReady"
+    ROLLOUT_STARTED = "RolloutStarted"
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_STEP = "CanaryStep"
+    CANARY_RESTARTED = "CanaryRestarted"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    AVAILABLE = "Available"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    CRASH_LOOP = "CrashLoop"
+    # DriftMonitor
+    REFERENCE_NOT_READY = "ReferenceNotReady"
+    CHECK_RUNNING = "CheckRunning"
+    CHECK_FAILED = "CheckFailed"
+    NO_DRIFT = "NoDrift"
+    DRIFT_DETECTED = "DriftDetected"
+    RETRAIN_STARTED = "RetrainStarted"
+    RETRAIN_SKIPPED = "RetrainSkipped"
+    RETRAIN_REJECTED = "RetrainRejected"
+    RETRAIN_FAILED = "RetrainFailed"
+    MODEL_PROMOTED = "ModelPromoted"
+
+
+class Condition(KyklosModel):
+    """One observation of the object's state, in the Kubernetes condition shape."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=316)] = Field(
+        description="Type of the condition, e.g. Ready, ModelAccepted, Progressing, Degraded, Drifted."
+    )
+    status: ConditionStatus = Field(description="Status of the condition: True, False or Unknown.")
+    reason: Annotated[str, StringConstraints(max_length=1024)] = Field(
+        default="", description="Machine-readable CamelCase reason for the last transition."
+    )
+    message: Annotated[str, StringConstraints(max_length=32768)] = Field(
+        default="", description="Human-readable message; names the field or object at fault."
+    )
+    last_transition_time: datetime | None = Field(
+        default=None, description="When the condition last changed status (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation the condition was computed from."
+    )
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    ),
+]
+
+
+class LocalObjectReference(KyklosModel):
+    """A reference to an object of a known kind in the same namespace."""
+
+    name: ObjectName = Field(description="Name of the referenced object in the same namespace.")
+
+
+class ResourceRequirements(KyklosModel):
+    """Compute resources of a container, as in a Pod spec."""
+
+    requests: dict[str, Quantity] | None = Field(
+        default=None,
+        max_length=32,
+        description="Minimum resources required, e.g. {cpu: 500m, memory: 1Gi, nvidia.com/gpu: 1}.",
+    )
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=32, description="Maximum resources allowed, e.g. {memory: 2Gi}."
+    )
+
+
+class TolerationOperator(StrEnum):
+    """How a toleration matches a taint's value."""
+
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    """The taint effect a toleration matches."""
+
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(KyklosModel):
+    """A Pod toleration, as in a Pod spec."""
+
+    key: Annotated[str, StringConstraints(max_length=316)] | None = Field(
+        default=None, description="Taint key the toleration applies to; empty matches all keys."
+    )
+    operator: TolerationOperator | None = Field(
+        default=None, description="Exists or Equal (default Equal)."
+    )
+    value: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None, description="Taint value the toleration matches (with operator Equal)."
+    )
+    effect: TaintEffect | None = Field(
+        default=None, description="Taint effect to match; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None,
+        description="With effect NoExecute: how long the pod stays bound after the taint.",
+    )
+
+
+def drop_none(data: Any) -> Any:
+    """Recursively remove None values (absent means unset on the wire)."""
+    if isinstance(data, dict):
+        return {k: drop_none(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [drop_none(v) for v in data]
+    return data

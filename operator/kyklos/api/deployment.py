@@ -1,0 +1,234 @@
+"""The ModelDeployment kind: a served model, rolled out through a canary."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from pydantic import Field, StringConstraints, model_validator
+
+from kyklos.api.common import (
+    Conditions,
+    Duration,
+    KyklosModel,
+    ObjectName,
+    ResourceRequirements,
+    StringMap,
+)
+from kyklos.api.training import Arg, ImageRef
+
+MAX_HISTORY = 10
+
+
+class DeploymentPhase(StrEnum):
+    """Lifecycle phase of a ModelDeployment."""
+
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    AVAILABLE = "Available"
+    DEGRADED = "Degraded"
+    ROLLED_BACK = "RolledBack"
+
+
+class StrategyType(StrEnum):
+    """How a new model replaces the serving one."""
+
+    ROLLING_UPDATE = "RollingUpdate"
+    CANARY = "Canary"
+
+
+class RolloutOutcome(StrEnum):
+    """How a rollout ended."""
+
+    IN_PROGRESS = "InProgress"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    SUPERSEDED = "Superseded"
+    DEGRADED = "Degraded"
+
+
+class ModelSource(KyklosModel):
+    """The model to serve: a URI, or the accepted model of a TrainingJob (exactly one)."""
+
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
+        default=None, description="URI of the model, passed to the server as KYKLOS_MODEL_URI."
+    )
+    from_training_job: ObjectName | None = Field(
+        default=None,
+        description="Name of a TrainingJob; its model is served once it Succeeded and was accepted.",
+    )
+    version: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None,
+        description="Version label for the model (KYKLOS_MODEL_VERSION). Default: derived from the URI.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ModelSource:
+        if (self.uri is None) == (self.from_training_job is None):
+            raise ValueError("model: set exactly one of uri and fromTrainingJob")
+        return self
+
+
+class Runtime(KyklosModel):
+    """The model server's container."""
+
+    image: ImageRef = Field(description="Container image of the model server.")
+    command: list[Arg] | None = Field(
+        default=None, max_length=64, description="Entrypoint; the image's when unset."
+    )
+    args: list[Arg] | None = Field(
+        default=None, max_length=256, description="Arguments to the entrypoint."
+    )
+    env: StringMap | None = Field(default=None, description="Extra environment variables.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the server listens on.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Compute resources of each serving container."
+    )
+    health_path: Annotated[str, StringConstraints(pattern=r"^/", max_length=1024)] = Field(
+        default="/healthz", description="HTTP path of the readiness probe."
+    )
+
+
+class Autoscaling(KyklosModel):
+    """Horizontal autoscaling of the stable Deployment (autoscaling/v2 HPA on CPU)."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Lowest replica count.")
+    max_replicas: int = Field(ge=1, le=1000, description="Highest replica count.")
+    target_cpu_utilization: int = Field(
+        default=80, ge=1, le=100, description="Average CPU utilisation target, in percent."
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling: minReplicas must be <= maxReplicas")
+        return self
+
+
+class CanaryStep(KyklosModel):
+    """One step of a canary: the canary's share of replicas, and how long to hold it."""
+
+    weight: int = Field(ge=1, le=100, description="Canary share of replicas, in percent (1-100).")
+    pause: Duration = Field(
+        default="30s", description="How long the step holds once the canary is Ready."
+    )
+
+
+class Strategy(KyklosModel):
+    """How a new model replaces the serving one."""
+
+    type: StrategyType = Field(
+        default=StrategyType.ROLLING_UPDATE, description="RollingUpdate or Canary."
+    )
+    steps: list[CanaryStep] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20,
+        description="Canary steps with strictly increasing weights; promoted after the last step.",
+    )
+
+    @model_validator(mode="after")
+    def _increasing_weights(self) -> Strategy:
+        if self.type == StrategyType.CANARY and not self.steps:
+            raise ValueError("strategy.steps: required when type is Canary")
+        if self.steps:
+            weights = [s.weight for s in self.steps]
+            if any(b <= a for a, b in itertools.pairwise(weights)):
+                raise ValueError("strategy.steps: weights must be strictly increasing")
+        return self
+
+
+class ModelDeploymentSpec(KyklosModel):
+    """Desired state of a ModelDeployment."""
+
+    model: ModelSource = Field(description="The model to serve.")
+    runtime: Runtime = Field(description="The model server's container.")
+    replicas: int = Field(
+        default=1, ge=0, le=1000, description="Serving replicas (ignored when autoscaling is set)."
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Horizontal autoscaling on CPU."
+    )
+    strategy: Strategy = Field(
+        default_factory=Strategy, description="How a new model replaces the serving one."
+    )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="A rollout (or canary step) not Ready within this many seconds fails.",
+    )
+    auto_rollback: bool = Field(
+        default=True, description="Roll a failing canary back automatically."
+    )
+    max_canary_restarts: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="A canary container restarting more often than this is a crash loop.",
+    )
+
+
+class RolloutRecord(KyklosModel):
+    """One rollout in the history."""
+
+    model: str = Field(description="The model URI rolled out.")
+    strategy: StrategyType = Field(description="RollingUpdate or Canary.")
+    outcome: RolloutOutcome = Field(
+        description="InProgress, Promoted, RolledBack, Superseded or Degraded."
+    )
+    start_time: datetime | None = Field(default=None, description="When the rollout started.")
+    end_time: datetime | None = Field(default=None, description="When the rollout ended.")
+    message: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        default=None, description="Why it ended this way."
+    )
+
+
+class ModelDeploymentStatus(KyklosModel):
+    """Observed state of a ModelDeployment."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status describes."
+    )
+    phase: DeploymentPhase | None = Field(
+        default=None, description="Pending, Progressing, Available, Degraded or RolledBack."
+    )
+    stable_model: str | None = Field(default=None, description="Model served by <name>-stable.")
+    canary_model: str | None = Field(
+        default=None, description="Model served by <name>-canary while a canary runs."
+    )
+    canary_weight: int | None = Field(default=None, description="Canary share of replicas (%).")
+    step: int | None = Field(default=None, description="Current canary step (0-based).")
+    step_start_time: datetime | None = Field(
+        default=None, description="When the current canary step became Ready."
+    )
+    rollout_start_time: datetime | None = Field(
+        default=None, description="When the current rollout (or step) started."
+    )
+    failed_model: str | None = Field(
+        default=None, description="The last model that was rolled back (not retried)."
+    )
+    replicas: int | None = Field(default=None, description="Desired serving replicas.")
+    ready_replicas: int | None = Field(default=None, description="Ready replicas, stable+canary.")
+    url: str | None = Field(default=None, description="In-cluster URL of the Service.")
+    history: list[RolloutRecord] | None = Field(
+        default=None, max_length=MAX_HISTORY, description="The last 10 rollouts."
+    )
+    conditions: Conditions | None = Field(
+        default=None, description="Ready, Progressing and Degraded."
+    )
+
+
+class ModelDeployment(KyklosModel):
+    """A model served behind one Service, with canary rollouts and automatic rollback."""
+
+    KIND: ClassVar[str] = "ModelDeployment"
+    PLURAL: ClassVar[str] = "modeldeployments"
+    SHORT_NAMES: ClassVar[list[str]] = ["mdep"]
+
+    spec: ModelDeploymentSpec = Field(description="Desired state of the ModelDeployment.")
+    status: ModelDeploymentStatus | None = Field(
+        default=None, description="Observed state of the ModelDeployment."
+    )

@@ -1,0 +1,194 @@
+"""The TrainingJob kind: training as a Kubernetes Job, single or distributed, with a gate."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from pydantic import Field, StringConstraints
+
+from kyklos.api.common import (
+    Conditions,
+    KyklosModel,
+    ObjectName,
+    ResourceRequirements,
+    StringMap,
+    Toleration,
+)
+
+#: Placeholders allowed in output.modelUri.
+MODEL_URI_PLACEHOLDERS = ("namespace", "name", "run")
+
+ImageRef = Annotated[
+    str,
+    StringConstraints(
+        # registry/repository[:tag][@digest], lower-case repository, no whitespace.
+        pattern=r"^[a-z0-9]+([._\-/:][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$",
+        min_length=1,
+        max_length=512,
+    ),
+]
+Arg = Annotated[str, StringConstraints(max_length=4096)]
+
+
+class TrainingPhase(StrEnum):
+    """Lifecycle phase of a TrainingJob."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Direction(StrEnum):
+    """Whether a larger or a smaller metric is better."""
+
+    MAX = "max"
+    MIN = "min"
+
+
+class DatasetReference(KyklosModel):
+    """The Dataset a TrainingJob trains on."""
+
+    name: ObjectName = Field(description="Name of the Dataset in the same namespace.")
+    version: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None,
+        description="Train only on this dataset version; the job waits until the Dataset has it.",
+    )
+
+
+class Output(KyklosModel):
+    """Where the trained model goes."""
+
+    model_uri: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
+        default=None,
+        description=(
+            "URI the trainer writes the model to; {namespace}, {name} and {run} are expanded. "
+            "Default: <artifacts>/{namespace}/TrainingJob/{name}/{run}/model."
+        ),
+    )
+
+
+class Evaluation(KyklosModel):
+    """The gate a trained model must pass to be accepted."""
+
+    metric: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        description="Name of the metric in the trainer's metrics JSON, e.g. accuracy."
+    )
+    threshold: float = Field(description="Value the metric must reach.")
+    direction: Direction = Field(
+        default=Direction.MAX,
+        description="max: accepted when metric >= threshold; min: when metric <= threshold.",
+    )
+
+
+class TrainingJobSpec(KyklosModel):
+    """Desired state of a TrainingJob. Immutable once the training has started."""
+
+    dataset_ref: DatasetReference = Field(description="The Dataset to train on.")
+    image: ImageRef = Field(description="Container image of the trainer.")
+    command: list[Arg] | None = Field(
+        default=None, max_length=64, description="Entrypoint; the image's when unset."
+    )
+    args: list[Arg] | None = Field(
+        default=None, max_length=256, description="Arguments to the entrypoint."
+    )
+    env: StringMap | None = Field(
+        default=None, description="Extra environment variables for the trainer."
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Compute resources of each training container."
+    )
+    node_selector: StringMap | None = Field(
+        default=None, description="Node labels the training pods must run on."
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=32, description="Tolerations of the training pods."
+    )
+    service_account_name: ObjectName | None = Field(
+        default=None, description="ServiceAccount the training pods run as."
+    )
+    hyperparameters: StringMap | None = Field(
+        default=None,
+        description="Passed to the trainer as JSON in KYKLOS_HYPERPARAMETERS (values are strings).",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Number of workers; more than 1 runs an Indexed Job with a headless Service.",
+    )
+    master_port: int = Field(
+        default=29500, ge=1, le=65535, description="MASTER_PORT for distributed training."
+    )
+    backoff_limit: int = Field(
+        default=2, ge=0, le=100, description="Retries before the Job is marked failed."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Time limit of the whole Job, in seconds."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the finished Job (not the TrainingJob) after this."
+    )
+    output: Output = Field(default_factory=Output, description="Where the trained model goes.")
+    evaluation: Evaluation | None = Field(
+        default=None, description="The gate the model must pass (condition ModelAccepted)."
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Create the Job suspended; set to false to start it (before it has started).",
+    )
+    queue_name: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = Field(
+        default=None, description="Kueue LocalQueue; sets the kueue.x-k8s.io/queue-name label."
+    )
+
+
+class EvaluationResult(KyklosModel):
+    """The evaluation gate's verdict."""
+
+    metric: str | None = Field(default=None, description="Name of the evaluated metric.")
+    value: float | None = Field(default=None, description="The metric's value, when reported.")
+    threshold: float | None = Field(default=None, description="The threshold it was compared to.")
+    accepted: bool | None = Field(default=None, description="Whether the model passed the gate.")
+
+
+class TrainingJobStatus(KyklosModel):
+    """Observed state of a TrainingJob."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status describes."
+    )
+    phase: TrainingPhase | None = Field(
+        default=None, description="Pending, Running, Succeeded or Failed."
+    )
+    job_name: str | None = Field(default=None, description="Name of the batch/v1 Job.")
+    run: str | None = Field(default=None, description="Run identifier ({run} in output.modelUri).")
+    dataset_version: str | None = Field(
+        default=None, description="The dataset version this training was pinned to (lineage)."
+    )
+    dataset_uri: str | None = Field(default=None, description="URI of the data trained on.")
+    model_uri: str | None = Field(default=None, description="Where the trained model was written.")
+    start_time: datetime | None = Field(default=None, description="When training started.")
+    completion_time: datetime | None = Field(default=None, description="When training finished.")
+    attempts: int | None = Field(default=None, description="Failed pods so far.")
+    metrics: dict[str, float] | None = Field(
+        default=None, max_length=64, description="Numeric metrics reported by the trainer."
+    )
+    evaluation: EvaluationResult | None = Field(
+        default=None, description="The evaluation gate's verdict."
+    )
+    conditions: Conditions | None = Field(default=None, description="Ready and ModelAccepted.")
+
+
+class TrainingJob(KyklosModel):
+    """A training run as a Kubernetes Job, with lineage, metrics and an evaluation gate."""
+
+    KIND: ClassVar[str] = "TrainingJob"
+    PLURAL: ClassVar[str] = "trainingjobs"
+    SHORT_NAMES: ClassVar[list[str]] = ["tj"]
+
+    spec: TrainingJobSpec = Field(description="Desired state of the TrainingJob.")
+    status: TrainingJobStatus | None = Field(
+        default=None, description="Observed state of the TrainingJob."
+    )
