@@ -1,0 +1,403 @@
+"""Drift statistics between a reference and a current sample (pure NumPy/SciPy, no I/O).
+
+Definitions Kyklos uses (and where they match Evidently 0.7, DESIGN.md §8):
+
+Numeric features. NaNs are dropped and counted; each column is sorted once and every
+statistic is derived from the two sorted arrays and their linear merge.
+
+- ``ks``: two-sample Kolmogorov-Smirnov. ``statistic`` is sup |F_ref - F_cur| with
+  right-continuous empirical CDFs; ``score`` is the two-sided p-value exactly as
+  ``scipy.stats.ks_2samp(method="auto")`` computes it (exact when both samples have at
+  most 10,000 values, Smirnov's asymptotic ``kstwo.sf(D, round(n*m/(n+m)))`` otherwise).
+  Drifted when the p-value is *below* the threshold (default 0.05).
+- ``wasserstein``: Wasserstein-1 distance (== ``scipy.stats.wasserstein_distance``)
+  divided by ``max(std(reference), 0.001)`` (population std), as Evidently normalises it.
+  Drifted when >= threshold (default 0.1).
+- ``psi``: population stability index over ``bins`` (default 10) bins whose edges are the
+  reference's quantiles (linear interpolation, as ``numpy.quantile``); duplicate edges
+  collapse (a constant reference gives two bins: ``<= c`` and ``> c``). Bins are
+  ``(-inf, e1], (e1, e2], ..., (ek, +inf)``. Empty bins get the fraction
+  ``PSI_EPSILON`` = 1e-4 (Evidently's choice) before the sum
+  ``sum((cur - ref) * ln(cur / ref))``. Evidently instead bins into equal-width Sturges
+  bins, so the two PSI values differ by design. Drifted when >= threshold (default 0.2).
+- ``js``: Jensen-Shannon *distance*, natural log (== ``scipy.spatial.distance.jensenshannon``)
+  between the reference and current fractions over the PSI bins (no epsilon).
+  Drifted when >= threshold (default 0.1).
+
+Categorical features (counts per category, nulls excluded; the caller counts with a hash
+table, e.g. ``pyarrow.compute.value_counts``):
+
+- ``chi2``: goodness-of-fit test of the current counts against the reference frequencies
+  (== ``scipy.stats.chisquare(observed, expected)`` with ``expected = ref_freq * n_cur``,
+  Evidently's test). Categories seen only in the current sample are handled by giving
+  every category the reference fraction ``max(ref_fraction, PSI_EPSILON)`` and
+  renormalising, so a new category raises the statistic sharply instead of making it
+  infinite. With a single category in total there is nothing to test: statistic 0,
+  p-value 1. ``score`` is the p-value; drifted when *below* the threshold (default 0.05).
+- ``js``: Jensen-Shannon distance (natural log) over the union of categories (Evidently's
+  default for categorical columns). Drifted when >= threshold (default 0.1).
+- ``psi``: PSI over the union of categories with the same epsilon for empty categories.
+
+Dataset level: ``drift_share`` = drifted features / features checked; the dataset is
+drifted when ``drift_share >= thresholds.drift_share`` (default 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+from scipy.special import rel_entr
+
+FloatArray = npt.NDArray[np.float64]
+
+NumericMethod = Literal["psi", "ks", "wasserstein", "js"]
+CategoricalMethod = Literal["chi2", "js", "psi"]
+Method = Literal["psi", "ks", "wasserstein", "js", "chi2"]
+
+#: Fraction given to an empty bin or category before PSI (and chi-square smoothing).
+PSI_EPSILON = 1e-4
+#: Floor of the reference standard deviation that normalises Wasserstein-1.
+WASSERSTEIN_STD_FLOOR = 1e-3
+#: Default number of reference-quantile bins for numeric PSI and JS.
+DEFAULT_BINS = 10
+#: ``ks_2samp(method="auto")`` is exact up to this many values per sample.
+KS_EXACT_MAX_N = 10_000
+
+#: Methods whose score is a p-value: drifted when the score is *below* the threshold.
+P_VALUE_METHODS: frozenset[str] = frozenset({"ks", "chi2"})
+
+
+class DriftInputError(ValueError):
+    """The data cannot be compared (for example a column with no non-null values)."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-method drift thresholds and the dataset-level drift share."""
+
+    psi: float = 0.2
+    ks: float = 0.05
+    wasserstein: float = 0.1
+    js: float = 0.1
+    chi2: float = 0.05
+    drift_share: float = 0.5
+
+    def for_method(self, method: Method) -> float:
+        """The threshold of one method."""
+        value: float = getattr(self, method)
+        return value
+
+
+@dataclass(frozen=True)
+class NumericDrift:
+    """Every numeric drift statistic of one feature."""
+
+    reference_count: int
+    current_count: int
+    reference_nulls: int
+    current_nulls: int
+    ks_statistic: float
+    ks_pvalue: float
+    wasserstein: float
+    wasserstein_normalized: float
+    psi: float
+    js: float
+    bin_edges: list[float] = field(default_factory=list)
+
+    def score(self, method: NumericMethod) -> float:
+        """The score the given method is judged on (the p-value for ks)."""
+        return {
+            "ks": self.ks_pvalue,
+            "wasserstein": self.wasserstein_normalized,
+            "psi": self.psi,
+            "js": self.js,
+        }[method]
+
+
+@dataclass(frozen=True)
+class CategoricalDrift:
+    """Every categorical drift statistic of one feature."""
+
+    reference_count: int
+    current_count: int
+    reference_nulls: int
+    current_nulls: int
+    chi2_statistic: float
+    chi2_pvalue: float
+    js: float
+    psi: float
+    unseen_categories: int
+
+    def score(self, method: CategoricalMethod) -> float:
+        """The score the given method is judged on (the p-value for chi2)."""
+        return {"chi2": self.chi2_pvalue, "js": self.js, "psi": self.psi}[method]
+
+
+def is_drifted(method: Method, score: float, threshold: float) -> bool:
+    """Whether a score trips its threshold (p-values below it; distances at or above it)."""
+    if method in P_VALUE_METHODS:
+        return score < threshold
+    return score >= threshold
+
+
+def drift_share(drifted: Sequence[bool]) -> float:
+    """Fraction of drifted features (0 when there are none)."""
+    return sum(drifted) / len(drifted) if drifted else 0.0
+
+
+def dataset_drifted(share: float, thresholds: Thresholds) -> bool:
+    """Whether the dataset as a whole is drifted."""
+    return share >= thresholds.drift_share
+
+
+# --- numeric ---------------------------------------------------------------------------
+
+
+def sorted_finite(values: npt.ArrayLike) -> tuple[FloatArray, int]:
+    """The non-NaN values sorted ascending, and how many NaNs were dropped."""
+    arr = np.asarray(values, dtype=np.float64)
+    nan_mask = np.isnan(arr)
+    nulls = int(nan_mask.sum())
+    kept = arr[~nan_mask] if nulls else arr.copy()
+    kept.sort()
+    return kept, nulls
+
+
+def quantiles_from_sorted(sorted_values: FloatArray, probs: FloatArray) -> FloatArray:
+    """Quantiles of an ascending array (``numpy.quantile``'s default linear method)."""
+    n = sorted_values.shape[0]
+    if n == 0:
+        raise DriftInputError("quantiles of an empty array")
+    pos = probs * (n - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    t = pos - lo
+    a = sorted_values[lo]
+    b = sorted_values[hi]
+    # numpy's _lerp: interpolate from the nearer end for accuracy.
+    out: FloatArray = np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
+    return out
+
+
+def reference_bin_edges(sorted_reference: FloatArray, bins: int = DEFAULT_BINS) -> FloatArray:
+    """Interior bin edges: distinct reference quantiles at 1/bins, ..., (bins-1)/bins.
+
+    A constant reference yields its single value, i.e. two bins ``<= c`` and ``> c``.
+    """
+    if bins < 2:
+        raise DriftInputError(f"bins must be at least 2, got {bins}")
+    probs = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+    return np.unique(quantiles_from_sorted(sorted_reference, probs))
+
+
+def bin_counts(sorted_values: FloatArray, interior_edges: FloatArray) -> npt.NDArray[np.int64]:
+    """Counts in the bins ``(-inf, e1], (e1, e2], ..., (ek, +inf)`` of an ascending array."""
+    cum = np.searchsorted(sorted_values, interior_edges, side="right")
+    bounds = np.concatenate(([0], cum, [sorted_values.shape[0]])).astype(np.int64)
+    return np.diff(bounds)
+
+
+def fractions_with_epsilon(
+    counts: npt.NDArray[np.int64], epsilon: float = PSI_EPSILON
+) -> FloatArray:
+    """Counts as fractions, with empty bins set to ``epsilon``."""
+    frac = counts / counts.sum()
+    return np.where(counts == 0, epsilon, frac)
+
+
+def psi_from_counts(
+    reference_counts: npt.NDArray[np.int64], current_counts: npt.NDArray[np.int64]
+) -> float:
+    """Population stability index of two aligned count vectors (natural log, epsilon)."""
+    ref = fractions_with_epsilon(reference_counts)
+    cur = fractions_with_epsilon(current_counts)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def js_distance_from_counts(
+    reference_counts: npt.NDArray[np.int64], current_counts: npt.NDArray[np.int64]
+) -> float:
+    """Jensen-Shannon distance (natural log) of two aligned count vectors.
+
+    Computed as ``scipy.spatial.distance.jensenshannon`` does, without its input checks.
+    """
+    p = reference_counts / reference_counts.sum()
+    q = current_counts / current_counts.sum()
+    m = (p + q) / 2.0
+    left = _rel_entr_sum(p, m)
+    right = _rel_entr_sum(q, m)
+    js = (left + right) / 2.0
+    return float(math.sqrt(max(js, 0.0)))
+
+
+def _rel_entr_sum(p: FloatArray, m: FloatArray) -> float:
+    return float(np.sum(rel_entr(p, m)))
+
+
+def ks_from_sorted(
+    sorted_reference: FloatArray, sorted_current: FloatArray
+) -> tuple[float, float, FloatArray, FloatArray]:
+    """KS statistic and p-value, plus the merged values and CDF differences for reuse.
+
+    The merge is a stable sort of two ascending runs, which NumPy (timsort) does in
+    linear time.
+    """
+    n = sorted_reference.shape[0]
+    m = sorted_current.shape[0]
+    merged = np.concatenate((sorted_reference, sorted_current))
+    merged.sort(kind="stable")
+    cdf_diff = np.searchsorted(sorted_reference, merged, side="right") / n
+    cdf_diff -= np.searchsorted(sorted_current, merged, side="right") / m
+    if max(n, m) <= KS_EXACT_MAX_N:
+        # Small samples: SciPy's exact path (its cost is negligible here).
+        with warnings.catch_warnings():
+            # SciPy warns when it falls back from exact to asymptotic; the value is still right.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = stats.ks_2samp(sorted_reference, sorted_current)
+        return float(res.statistic), float(res.pvalue), merged, cdf_diff
+    max_s = float(cdf_diff.max())
+    min_s = float(np.clip(-cdf_diff.min(), 0.0, 1.0))
+    d = max(max_s, min_s)
+    big, small = sorted([float(n), float(m)], reverse=True)
+    en = big * small / (big + small)
+    pvalue = float(stats.kstwo.sf(d, np.round(en)))
+    return d, min(max(pvalue, 0.0), 1.0), merged, cdf_diff
+
+
+def wasserstein_from_merge(merged: FloatArray, cdf_diff: FloatArray) -> float:
+    """Wasserstein-1 distance from the merged values and CDF differences of both samples."""
+    if merged.shape[0] < 2:
+        return 0.0
+    return float(np.vecdot(np.abs(cdf_diff[:-1]), np.diff(merged)))
+
+
+def numeric_drift(
+    reference: npt.ArrayLike, current: npt.ArrayLike, *, bins: int = DEFAULT_BINS
+) -> NumericDrift:
+    """All numeric drift statistics of one feature (NaNs dropped and counted)."""
+    ref_sorted, ref_nulls = sorted_finite(reference)
+    cur_sorted, cur_nulls = sorted_finite(current)
+    return numeric_drift_sorted(ref_sorted, cur_sorted, ref_nulls, cur_nulls, bins=bins)
+
+
+def numeric_drift_sorted(
+    ref_sorted: FloatArray,
+    cur_sorted: FloatArray,
+    ref_nulls: int = 0,
+    cur_nulls: int = 0,
+    *,
+    bins: int = DEFAULT_BINS,
+) -> NumericDrift:
+    """All numeric drift statistics from two ascending NaN-free arrays."""
+    if ref_sorted.shape[0] == 0:
+        raise DriftInputError("reference has no non-null values")
+    if cur_sorted.shape[0] == 0:
+        raise DriftInputError("current has no non-null values")
+    ks_d, ks_p, merged, cdf_diff = ks_from_sorted(ref_sorted, cur_sorted)
+    w1 = wasserstein_from_merge(merged, cdf_diff)
+    del merged, cdf_diff
+    norm = max(float(np.std(ref_sorted)), WASSERSTEIN_STD_FLOOR)
+    edges = reference_bin_edges(ref_sorted, bins)
+    ref_counts = bin_counts(ref_sorted, edges)
+    cur_counts = bin_counts(cur_sorted, edges)
+    return NumericDrift(
+        reference_count=int(ref_sorted.shape[0]),
+        current_count=int(cur_sorted.shape[0]),
+        reference_nulls=ref_nulls,
+        current_nulls=cur_nulls,
+        ks_statistic=ks_d,
+        ks_pvalue=ks_p,
+        wasserstein=w1,
+        wasserstein_normalized=w1 / norm,
+        psi=psi_from_counts(ref_counts, cur_counts),
+        js=js_distance_from_counts(ref_counts, cur_counts),
+        bin_edges=[float(e) for e in edges],
+    )
+
+
+# --- categorical -----------------------------------------------------------------------
+
+
+def count_categories(values: Iterable[object]) -> tuple[dict[str, int], int]:
+    """Category counts (as strings) and the number of nulls (None or NaN) of a sequence."""
+    counts: Counter[str] = Counter()
+    nulls = 0
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            nulls += 1
+        else:
+            counts[str(v)] += 1
+    return dict(counts), nulls
+
+
+def aligned_counts(
+    reference: Mapping[str, int], current: Mapping[str, int]
+) -> tuple[list[str], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The union of categories (reference first, then new ones sorted) and aligned counts."""
+    categories = list(reference)
+    categories += sorted(c for c in current if c not in reference)
+    ref = np.fromiter((reference.get(c, 0) for c in categories), np.int64, len(categories))
+    cur = np.fromiter((current.get(c, 0) for c in categories), np.int64, len(categories))
+    return categories, ref, cur
+
+
+def chi2_goodness_of_fit(
+    reference_counts: npt.NDArray[np.int64], current_counts: npt.NDArray[np.int64]
+) -> tuple[float, float]:
+    """Chi-square goodness of fit of current counts against reference frequencies.
+
+    Reference fractions are floored at ``PSI_EPSILON`` and renormalised so that categories
+    unseen in the reference give a large but finite statistic.
+    """
+    k = reference_counts.shape[0]
+    if k <= 1:
+        return 0.0, 1.0
+    ref_frac = np.maximum(reference_counts / reference_counts.sum(), PSI_EPSILON)
+    ref_frac = ref_frac / ref_frac.sum()
+    n_cur = float(current_counts.sum())
+    expected = ref_frac * n_cur
+    statistic = float(np.sum((current_counts - expected) ** 2 / expected))
+    pvalue = float(stats.chi2.sf(statistic, k - 1))
+    return statistic, pvalue
+
+
+def chi2_expected(reference_counts: npt.NDArray[np.int64], current_total: int) -> FloatArray:
+    """The expected current counts the chi-square test uses (for checking against SciPy)."""
+    ref_frac = np.maximum(reference_counts / reference_counts.sum(), PSI_EPSILON)
+    out: FloatArray = ref_frac / ref_frac.sum() * float(current_total)
+    return out
+
+
+def categorical_drift(
+    reference: Mapping[str, int],
+    current: Mapping[str, int],
+    *,
+    reference_nulls: int = 0,
+    current_nulls: int = 0,
+) -> CategoricalDrift:
+    """All categorical drift statistics of one feature from per-category counts."""
+    categories, ref, cur = aligned_counts(reference, current)
+    if ref.sum() == 0:
+        raise DriftInputError("reference has no non-null values")
+    if cur.sum() == 0:
+        raise DriftInputError("current has no non-null values")
+    chi_stat, chi_p = chi2_goodness_of_fit(ref, cur)
+    return CategoricalDrift(
+        reference_count=int(ref.sum()),
+        current_count=int(cur.sum()),
+        reference_nulls=reference_nulls,
+        current_nulls=current_nulls,
+        chi2_statistic=chi_stat,
+        chi2_pvalue=chi_p,
+        js=js_distance_from_counts(ref, cur),
+        psi=psi_from_counts(ref, cur),
+        unseen_categories=len(categories) - len(reference),
+    )
