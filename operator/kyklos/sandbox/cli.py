@@ -1,0 +1,87 @@
+"""``kyklos sandbox build|serve`` (also ``python -m kyklos.sandbox.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kyklos.sandbox.build import BuildError, ensure_built
+from kyklos.sandbox.serve import ServeOptions, say, serve
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kyklos sandbox",
+        description="A local Kubernetes control plane built from the official Go modules, "
+        "with the Kyklos node agent standing in for the kubelet.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build etcd and the control plane into the cache")
+    build.add_argument("--force", action="store_true", help="rebuild even when cached")
+
+    run = sub.add_parser("serve", help="start the sandbox and print its kubeconfig path")
+    run.add_argument(
+        "--port", type=int, default=0, help="API server port on 127.0.0.1 (0: pick a free one)"
+    )
+    run.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=Path("sandbox.kubeconfig"),
+        help="where to write the admin kubeconfig (default ./sandbox.kubeconfig)",
+    )
+    run.add_argument(
+        "--kubelet-policy", type=Path, help="kubelet policy YAML (default: the built-in policy)"
+    )
+    run.add_argument("--nodes", type=int, default=2, help="number of nodes (default 2)")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep all state here (default: a temporary dir removed on exit)",
+    )
+    run.add_argument(
+        "--no-node-agent",
+        action="store_true",
+        help="control plane only, no nodes (for developing the control plane itself)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the cluster to become ready (default 120)",
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run ``kyklos sandbox`` with ``argv`` (the words after ``sandbox``); return the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "build":
+        try:
+            built = ensure_built(say, force=args.force)
+        except BuildError as exc:
+            print(f"kyklos sandbox build: {exc}", file=sys.stderr)
+            return 1
+        say(f"control plane {built.version} is in {built.directory}")
+        return 0
+    if args.port < 0 or args.port > 65535:
+        print(f"kyklos sandbox serve: --port {args.port} is not a TCP port", file=sys.stderr)
+        return 2
+    if args.nodes < 0:
+        print(f"kyklos sandbox serve: --nodes {args.nodes} must be >= 0", file=sys.stderr)
+        return 2
+    return serve(
+        ServeOptions(
+            port=args.port,
+            kubeconfig=args.kubeconfig,
+            kubelet_policy=args.kubelet_policy,
+            nodes=args.nodes,
+            data_dir=args.data_dir,
+            node_agent=not args.no_node_agent,
+            ready_timeout=args.timeout,
+        )
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

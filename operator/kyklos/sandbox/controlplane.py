@@ -1,0 +1,370 @@
+"""Start and supervise etcd, kube-apiserver, kube-controller-manager and kube-scheduler.
+
+Layout of the data dir (the node agent shares the top level; everything here is under
+``controlplane/``)::
+
+    controlplane/pki/                 CA, serving and client certificates, SA keys (pki.py)
+    controlplane/etcd/                etcd's data
+    controlplane/logs/<component>.log each component's stdout and stderr
+    controlplane/audit-policy.yaml    Metadata level for every request
+    controlplane/audit.log            the API server's audit log (JSON lines)
+    controlplane/*.kubeconfig         admin, controller-manager, scheduler credentials
+    controlplane/ports.json           ports chosen for etcd (reused by a persistent data dir)
+
+Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from kyklos.sandbox.build import ControlPlaneBinaries
+from kyklos.sandbox.pki import Pki, ensure_pki
+from kyklos.sandbox.procs import log_tail, spawn, stop_all
+
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"  # first address of the range: the `kubernetes` Service
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+CLUSTER_NAME = "kyklos-sandbox"
+
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
+
+Progress = Callable[[str], None]
+
+
+class ComponentError(Exception):
+    """A component failed to start or become healthy; the message names it and its log tail."""
+
+
+class PortInUseError(ComponentError):
+    """A requested port is taken."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """True when 127.0.0.1:``port`` can be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def kubeconfig(server: str, ca: Path, cert: Path, key: Path, *, embed: bool) -> dict[str, object]:
+    """A kubeconfig for one client-certificate user, with the files embedded or referenced."""
+    if embed:
+        cluster = {"server": server, "certificate-authority-data": _b64(ca)}
+        user = {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)}
+    else:
+        cluster = {"server": server, "certificate-authority": str(ca)}
+        user = {"client-certificate": str(cert), "client-key": str(key)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": CLUSTER_NAME, "cluster": cluster}],
+        "users": [{"name": CLUSTER_NAME, "user": user}],
+        "contexts": [
+            {"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": CLUSTER_NAME}}
+        ],
+        "current-context": CLUSTER_NAME,
+        "preferences": {},
+    }
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only (it holds credentials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+@dataclass
+class Component:
+    """One running control-plane process."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class ControlPlane:
+    """The running control plane: where it listens and how to reach it."""
+
+    data_dir: Path
+    binaries: ControlPlaneBinaries
+    api_port: int = 0
+    components: list[Component] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.data_dir / "controlplane"
+
+    @property
+    def pki(self) -> Pki:
+        return Pki(self.root / "pki")
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.root / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.root / "audit.log"
+
+    def log(self, name: str) -> Path:
+        """Log file of one component."""
+        return self.root / "logs" / f"{name}.log"
+
+    # ----------------------------------------------------------------- start-up
+
+    def start(self, say: Progress, *, timeout: float = 120.0) -> None:
+        """Start every component and wait until each is healthy (raises ComponentError)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        pki = ensure_pki(self.pki.directory, SERVICE_IP)
+        if self.api_port == 0:
+            self.api_port = free_port()
+        elif not port_is_free(self.api_port):
+            raise PortInUseError(
+                f"port {self.api_port} on 127.0.0.1 is already in use "
+                "(pick another with --port, or --port 0 for a free one)"
+            )
+        etcd_client, etcd_peer = self._etcd_ports()
+        self._write_configs(pki)
+
+        started = time.monotonic()
+        etcd = self._spawn("etcd", self._etcd_args(etcd_client, etcd_peer))
+        self._wait_http(etcd, f"http://127.0.0.1:{etcd_client}/health", None, started + timeout)
+        say(f"etcd ready on 127.0.0.1:{etcd_client} ({time.monotonic() - started:.1f}s)")
+
+        api = self._spawn("kube-apiserver", self._apiserver_args(pki, etcd_client))
+        kcm_port, sched_port = free_port(), free_port()
+        # The controller manager and scheduler wait for the API server themselves; starting
+        # them now overlaps their own start-up with the API server's.
+        kcm = self._spawn("kube-controller-manager", self._kcm_args(pki, kcm_port))
+        sched = self._spawn("kube-scheduler", self._scheduler_args(sched_port))
+        admin_tls = self.client_tls()
+        self._wait_http(api, f"{self.server}/readyz", admin_tls, started + timeout)
+        say(f"kube-apiserver ready on {self.server} ({time.monotonic() - started:.1f}s)")
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # their self-signed serving certs; /healthz only
+        self._wait_http(kcm, f"https://127.0.0.1:{kcm_port}/healthz", insecure, started + timeout)
+        self._wait_http(
+            sched, f"https://127.0.0.1:{sched_port}/healthz", insecure, started + timeout
+        )
+        say(
+            "kube-controller-manager and kube-scheduler healthy "
+            f"({time.monotonic() - started:.1f}s)"
+        )
+
+    def client_tls(self) -> ssl.SSLContext:
+        """TLS context that trusts the sandbox CA and presents the admin certificate."""
+        context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        context.load_cert_chain(
+            str(self.pki.client_cert("admin")), str(self.pki.client_key("admin"))
+        )
+        return context
+
+    def _etcd_ports(self) -> tuple[int, int]:
+        # A persistent data dir keeps etcd's ports, since etcd stores its peer URL in its data.
+        ports_file = self.root / "ports.json"
+        try:
+            saved = json.loads(ports_file.read_text())
+            client, peer = int(saved["etcdClient"]), int(saved["etcdPeer"])
+            if port_is_free(client) and port_is_free(peer):
+                return client, peer
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        client, peer = free_port(), free_port()
+        ports_file.write_text(json.dumps({"etcdClient": client, "etcdPeer": peer}))
+        return client, peer
+
+    def _write_configs(self, pki: Pki) -> None:
+        ca = pki.ca_cert
+        for name in ("admin", "controller-manager", "scheduler"):
+            config = kubeconfig(
+                self.server, ca, pki.client_cert(name), pki.client_key(name), embed=name == "admin"
+            )
+            write_private(self.root / f"{name}.kubeconfig", yaml.safe_dump(config, sort_keys=False))
+        (self.root / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+
+    def _etcd_args(self, client: int, peer: int) -> list[str]:
+        client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+        return [
+            str(self.binaries.path("etcd")),
+            "--name=sandbox",
+            f"--data-dir={self.root / 'etcd'}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=sandbox={peer_url}",
+            # A throwaway local cluster: durability on power loss is not worth the fsync cost.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+            "--quota-backend-bytes=8589934592",
+        ]
+
+    def _apiserver_args(self, pki: Pki, etcd_client: int) -> list[str]:
+        return [
+            str(self.binaries.path("kube-apiserver")),
+            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.api_port}",
+            f"--tls-cert-file={pki.apiserver_cert}",
+            f"--tls-private-key-file={pki.apiserver_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--authorization-mode=Node,RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-account-issuer={SA_ISSUER}",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--audit-policy-file={self.root / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",  # never rotate: tests read one file from the start
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _kcm_args(self, pki: Pki, port: int) -> list[str]:
+        config = str(self.root / "controller-manager.kubeconfig")
+        return [
+            str(self.binaries.path("kube-controller-manager")),
+            f"--kubeconfig={config}",
+            f"--authentication-kubeconfig={config}",
+            f"--authorization-kubeconfig={config}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={self.root / 'controller-manager-certs'}",
+            "--controllers=*",
+            "--use-service-account-credentials=true",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.ca_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--cluster-name={CLUSTER_NAME}",
+            # One instance only: leader election would just delay start-up (and a restart
+            # on a persistent data dir would wait for the previous lease to expire).
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _scheduler_args(self, port: int) -> list[str]:
+        config = str(self.root / "scheduler.kubeconfig")
+        return [
+            str(self.binaries.path("kube-scheduler")),
+            f"--kubeconfig={config}",
+            f"--authentication-kubeconfig={config}",
+            f"--authorization-kubeconfig={config}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={self.root / 'scheduler-certs'}",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _spawn(self, name: str, argv: list[str]) -> Component:
+        log = self.log(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as handle:
+            handle.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n")
+        component = Component(name, spawn(argv, log), log)
+        self.components.append(component)
+        return component
+
+    def _wait_http(
+        self, component: Component, url: str, context: ssl.SSLContext | None, deadline: float
+    ) -> None:
+        last = "no answer yet"
+        while True:
+            code = component.proc.poll()
+            if code is not None:
+                raise ComponentError(
+                    f"{component.name} exited with code {code} during start-up; "
+                    f"last lines of {component.log}:\n{self._tail(component)}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                    if response.status == 200:
+                        return
+                    last = f"HTTP {response.status}"
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(getattr(exc, "reason", exc))
+            if time.monotonic() > deadline:
+                raise ComponentError(
+                    f"{component.name} did not become healthy ({url}: {last}); "
+                    f"last lines of {component.log}:\n{self._tail(component)}"
+                )
+            time.sleep(0.1)
+
+    def _tail(self, component: Component) -> str:
+        tail = log_tail(component.log)
+        if component.name == "kube-apiserver" and "address already in use" in tail:
+            raise PortInUseError(
+                f"port {self.api_port} on 127.0.0.1 is already in use "
+                "(pick another with --port, or --port 0 for a free one)"
+            )
+        return tail
+
+    # ------------------------------------------------------------- supervision
+
+    def exited(self) -> Component | None:
+        """The first component that has exited, if any."""
+        for component in self.components:
+            if component.proc.poll() is not None:
+                return component
+        return None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every component: the clients first, etcd last (so nothing loses its store)."""
+        order = ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
+        by_name = {c.name: c for c in self.components}
+        clients = [by_name[n].proc for n in order[:2] if n in by_name]
+        stop_all(clients, grace)
+        for name in order[2:]:
+            if name in by_name:
+                stop_all([by_name[name].proc], grace)
+        self.components.clear()

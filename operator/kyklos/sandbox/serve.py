@@ -1,0 +1,286 @@
+"""``kyklos sandbox serve``: a real local Kubernetes control plane plus the Kyklos node agent.
+
+Order of events: validate the kubelet policy, build the control plane if the cache lacks it,
+start the watchdog, generate the PKI, start etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler, write the kubeconfig, start the node agent, wait for ``/readyz``, the Ready
+nodes and the ``default`` ServiceAccount, then print ``kubeconfig: <path>`` as the first line
+of stdout (progress goes to stderr) and supervise until SIGINT/SIGTERM. On a signal every child
+is stopped and serve exits 0; if a component dies, serve stops the rest and exits 1 naming it.
+
+The kubeconfig written for the user is removed on exit (it would point at a dead server), and
+without ``--data-dir`` the temporary data dir is removed too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from kyklos.sandbox.build import BuildError, ensure_built
+from kyklos.sandbox.controlplane import (
+    ComponentError,
+    ControlPlane,
+    kubeconfig,
+    write_private,
+)
+from kyklos.sandbox.procs import log_tail, spawn, stop_all
+
+NODE_AGENT_MODULE = "kyklos.sandbox.nodeagent"
+
+
+class SandboxError(Exception):
+    """A one-line (plus optional log tail) reason why the sandbox cannot run."""
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler to unwind start-up or supervision."""
+
+
+@dataclass
+class ServeOptions:
+    """Options of ``kyklos sandbox serve``."""
+
+    port: int = 0
+    kubeconfig: Path = Path("sandbox.kubeconfig")
+    kubelet_policy: Path | None = None
+    nodes: int = 2
+    data_dir: Path | None = None
+    node_agent: bool = True
+    ready_timeout: float = 120.0
+
+
+def say(line: str) -> None:
+    """A progress line on stderr."""
+    print(f"sandbox: {line}", file=sys.stderr, flush=True)
+
+
+def validate_policy(path: Path | None) -> None:
+    """Check the kubelet policy file before anything starts (the node agent's own parser)."""
+    if path is None:
+        return
+    if not path.is_file():
+        raise SandboxError(f"--kubelet-policy {path}: no such file")
+    from kyklos.sandbox.policy import PolicyError, load_policy
+
+    try:
+        load_policy(str(path))
+    except PolicyError as exc:
+        raise SandboxError(f"--kubelet-policy {path}: {exc}") from None
+
+
+def _api_get(cp: ControlPlane, context: ssl.SSLContext, path: str) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(f"{cp.server}{path}", timeout=5, context=context) as resp:
+            data: dict[str, object] = json.load(resp)
+            return data
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _ready_nodes(listing: dict[str, object] | None) -> list[str]:
+    items = listing.get("items", []) if listing else []
+    ready = []
+    for node in items if isinstance(items, list) else []:
+        conditions = node.get("status", {}).get("conditions", []) or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            ready.append(node["metadata"]["name"])
+    return ready
+
+
+class Sandbox:
+    """One running sandbox: control plane, node agent, watchdog."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.temp_dir: Path | None = None
+        if options.data_dir is None:
+            self.temp_dir = Path(tempfile.mkdtemp(prefix="kyklos-sandbox-"))
+        self.data_dir = (options.data_dir or self.temp_dir or Path()).resolve()
+        self.kubeconfig_path = options.kubeconfig.resolve()
+        self.kubeconfig_text: str | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
+        self.control_plane: ControlPlane | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+
+    @property
+    def agent_log(self) -> Path:
+        return self.data_dir / "controlplane" / "logs" / "node-agent.log"
+
+    def start_watchdog(self) -> None:
+        """Start the process that cleans up if serve itself is killed."""
+        argv = [sys.executable, "-m", "kyklos.sandbox.watchdog", "--pid", str(os.getpid())]
+        if self.temp_dir is not None:
+            argv += ["--remove", str(self.temp_dir)]
+        self.watchdog = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, start_new_session=True, close_fds=True
+        )
+
+    def start(self) -> None:
+        """Build, start everything and wait until the cluster is usable."""
+        opts = self.options
+        validate_policy(opts.kubelet_policy)
+        if opts.node_agent:
+            try:
+                __import__(NODE_AGENT_MODULE)
+            except ImportError as exc:
+                raise SandboxError(f"the node agent module is not available: {exc}") from None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.start_watchdog()
+        try:
+            binaries = ensure_built(say)
+        except BuildError as exc:
+            raise SandboxError(f"cannot build the control plane: {exc}") from None
+        started = time.monotonic()
+        cp = ControlPlane(self.data_dir, binaries, api_port=opts.port)
+        self.control_plane = cp
+        cp.start(say, timeout=opts.ready_timeout)
+        pki = cp.pki
+        config = kubeconfig(
+            cp.server,
+            pki.ca_cert,
+            pki.client_cert("admin"),
+            pki.client_key("admin"),
+            embed=True,
+        )
+        self.kubeconfig_text = yaml.safe_dump(config, sort_keys=False)
+        write_private(self.kubeconfig_path, self.kubeconfig_text)
+        if opts.node_agent:
+            self.start_agent(cp)
+        self.wait_usable(cp, started + opts.ready_timeout)
+        say(
+            f"ready in {time.monotonic() - started:.1f}s: {cp.server}, {opts.nodes} node(s), "
+            f"data in {self.data_dir}"
+        )
+
+    def start_agent(self, cp: ControlPlane) -> None:
+        """Start the node agent as a child that dies with serve."""
+        argv = [
+            sys.executable,
+            "-m",
+            NODE_AGENT_MODULE,
+            "--kubeconfig",
+            str(cp.admin_kubeconfig),
+            "--nodes",
+            str(self.options.nodes),
+            "--data-dir",
+            str(self.data_dir),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        if self.options.kubelet_policy is not None:
+            argv += ["--policy", str(self.options.kubelet_policy.resolve())]
+        # SIGTERM, not SIGKILL, on serve's death: the agent then stops its pods itself.
+        self.agent = spawn(argv, self.agent_log, death_signal=signal.SIGTERM)
+
+    def wait_usable(self, cp: ControlPlane, deadline: float) -> None:
+        """Wait for the Ready nodes and the default ServiceAccount (pods need it)."""
+        context = cp.client_tls()
+        want_nodes = self.options.nodes if self.options.node_agent else 0
+        while True:
+            self.check_children()
+            ready = _ready_nodes(_api_get(cp, context, "/api/v1/nodes")) if want_nodes else []
+            account = _api_get(cp, context, "/api/v1/namespaces/default/serviceaccounts/default")
+            if len(ready) >= want_nodes and account is not None:
+                return
+            if time.monotonic() > deadline:
+                what = (
+                    f"{len(ready)} of {want_nodes} nodes Ready"
+                    if len(ready) < want_nodes
+                    else "no default ServiceAccount (kube-controller-manager)"
+                )
+                log = (
+                    self.agent_log if len(ready) < want_nodes else cp.log("kube-controller-manager")
+                )
+                raise ComponentError(
+                    f"the cluster did not become usable: {what}; last lines of {log}:\n"
+                    f"{log_tail(log)}"
+                )
+            time.sleep(0.2)
+
+    def check_children(self) -> None:
+        """Raise ComponentError if any child has exited."""
+        cp = self.control_plane
+        if cp is not None:
+            gone = cp.exited()
+            if gone is not None:
+                raise ComponentError(
+                    f"{gone.name} exited with code {gone.proc.returncode}; "
+                    f"last lines of {gone.log}:\n{log_tail(gone.log)}"
+                )
+        if self.agent is not None and self.agent.poll() is not None:
+            raise ComponentError(
+                f"the node agent exited with code {self.agent.returncode}; "
+                f"last lines of {self.agent_log}:\n{log_tail(self.agent_log)}"
+            )
+
+    def stop(self) -> None:
+        """Stop every child, remove the kubeconfig and (without --data-dir) the data dir."""
+        if self.agent is not None:
+            # The agent stops its pods (SIGTERM, then SIGKILL after their grace period).
+            stop_all([self.agent], grace=35.0)
+            self.agent = None
+        if self.control_plane is not None:
+            self.control_plane.stop()
+        if self.kubeconfig_text is not None:
+            try:
+                if self.kubeconfig_path.read_text() == self.kubeconfig_text:
+                    self.kubeconfig_path.unlink()
+            except OSError:
+                pass
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if self.watchdog is not None:
+            assert self.watchdog.stdin is not None
+            self.watchdog.stdin.close()  # EOF: the watchdog sweeps up anything left and exits
+            try:
+                self.watchdog.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+                self.watchdog.wait()
+
+
+def serve(options: ServeOptions) -> int:
+    """Run the sandbox until a signal; return the exit code."""
+
+    def on_signal(signum: int, _frame: types.FrameType | None) -> None:
+        raise _Stop(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    sandbox = Sandbox(options)
+    code = 0
+    try:
+        sandbox.start()
+        print(f"kubeconfig: {sandbox.kubeconfig_path}", flush=True)
+        while True:
+            time.sleep(0.5)
+            sandbox.check_children()
+    except _Stop:
+        say("stopping")
+    except (SandboxError, ComponentError) as exc:
+        print(f"kyklos sandbox serve: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not abort the clean-up
+        sandbox.stop()
+    return code
