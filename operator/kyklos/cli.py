@@ -1,0 +1,128 @@
+"""The `kyklos` command: version, crds, run, sandbox, worker."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kyklos import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kyklos",
+        description="Kyklos: the machine-learning lifecycle as Kubernetes resources.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("version", help="print the version")
+
+    crds = sub.add_parser("crds", help="write the CRDs rendered from the API models")
+    crds.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 and print a diff when a checked-in file differs",
+    )
+    crds.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="repository root to write crds/ and charts/kyklos/templates/crds/ under (default: .)",
+    )
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="watch every namespace (default)"
+    )
+    run.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
+    run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (0: off)")
+    run.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8081/healthz",
+        help="liveness endpoint URL served by kopf ('' to disable)",
+    )
+    peering = run.add_mutually_exclusive_group()
+    peering.add_argument("--standalone", action="store_true", help="no peering (single replica)")
+    peering.add_argument("--peering", default=None, help="kopf peering name for leader election")
+    run.add_argument("--worker-image", default=None, help="image of worker Jobs")
+    run.add_argument("--artifacts-uri", default=None, help="artifact store URI")
+    run.add_argument(
+        "--artifacts-secret", default=None, help="Secret with object-store credentials"
+    )
+    run.add_argument("--worker-service-account", default=None, help="ServiceAccount of worker pods")
+    run.add_argument("--worker-resources", default=None, help='JSON {"requests":{},"limits":{}}')
+    run.add_argument("--log-level", default=None, help="debug, info, warning or error")
+    run.add_argument("--log-format", default=None, help="json or text")
+
+    sub.add_parser(
+        "sandbox", help="a local Kubernetes control plane (build, serve)", add_help=False
+    )
+    sub.add_parser("worker", help="data-plane workers (profile, drift)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kyklos` console script."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # sandbox and worker own their argument parsing.
+    if args_list and args_list[0] == "sandbox":
+        from kyklos.sandbox.cli import main as sandbox_main
+
+        return sandbox_main(args_list[1:])
+    if args_list and args_list[0] == "worker":
+        from kyklos.worker.cli import main as worker_main
+
+        return worker_main(args_list[1:])
+    parser = _parser()
+    args = parser.parse_args(args_list)
+    if args.command == "version":
+        print(f"kyklos {__version__}")
+        return 0
+    if args.command == "crds":
+        from kyklos.api.crd import main_crds
+
+        return main_crds(args.output_dir, args.check)
+    if args.command == "run":
+        return _run(args)
+    parser.print_help()
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kyklos.controllers import config
+    from kyklos.controllers.operator import RunOptions, run
+
+    try:
+        cfg = config.OperatorConfig.from_env(
+            overrides={
+                "worker_image": args.worker_image,
+                "artifacts_uri": args.artifacts_uri,
+                "artifacts_secret": args.artifacts_secret,
+                "worker_service_account": args.worker_service_account,
+                "worker_resources": args.worker_resources,
+                "log_level": args.log_level and args.log_level.lower(),
+                "log_format": args.log_format and args.log_format.lower(),
+            }
+        )
+    except config.ConfigError as exc:
+        print(f"kyklos run: {exc}", file=sys.stderr)
+        return 2
+    options = RunOptions(
+        namespaces=tuple(args.namespace),
+        all_namespaces=not args.namespace,
+        metrics_port=args.metrics_port,
+        liveness=args.liveness or None,
+        standalone=args.standalone,
+        peering=args.peering,
+        kubeconfig=args.kubeconfig,
+    )
+    return run(options, cfg)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

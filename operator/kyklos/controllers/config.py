@@ -1,0 +1,120 @@
+"""Operator configuration: environment variables, overridden by `kyklos run` flags.
+
+| variable | flag | meaning | default |
+| --- | --- | --- | --- |
+| KYKLOS_WORKER_IMAGE | --worker-image | image of the data-plane worker Jobs | KYKLOS_OPERATOR_IMAGE, else ghcr.io/kyklos/kyklos:<version> |
+| KYKLOS_ARTIFACTS_URI | --artifacts-uri | artifact store for profiles, reports, models | pvc://kyklos-artifacts |
+| KYKLOS_ARTIFACTS_SECRET | --artifacts-secret | Secret injected (envFrom) into worker pods for object-store credentials | unset |
+| KYKLOS_WORKER_SERVICE_ACCOUNT | --worker-service-account | ServiceAccount of worker pods (no API permissions) | unset (namespace default) |
+| KYKLOS_WORKER_RESOURCES | --worker-resources | JSON {"requests": {...}, "limits": {...}} for worker containers | 100m/256Mi requests, 1Gi limit |
+| KYKLOS_PVC_ROOT | | where pvc://<claim> is mounted inside worker pods | /mnt/kyklos/pvc |
+| KYKLOS_LOG_LEVEL | --log-level | debug, info, warning, error | info |
+| KYKLOS_LOG_FORMAT | --log-format | json or text | text |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kyklos import __version__
+
+DEFAULT_IMAGE = f"ghcr.io/kyklos/kyklos:{__version__}"
+DEFAULT_ARTIFACTS_URI = "pvc://kyklos-artifacts"
+DEFAULT_PVC_ROOT = "/mnt/kyklos/pvc"
+DEFAULT_WORKER_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "text")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the variable or flag."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Everything the controllers need to know about how they are deployed."""
+
+    worker_image: str = DEFAULT_IMAGE
+    artifacts_uri: str = DEFAULT_ARTIFACTS_URI
+    artifacts_secret: str | None = None
+    worker_service_account: str | None = None
+    worker_resources: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_WORKER_RESOURCES))
+    pvc_root: str = DEFAULT_PVC_ROOT
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> OperatorConfig:
+        """Build the config from ``env`` (default os.environ) and non-None ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {
+            "worker_image": env.get("KYKLOS_WORKER_IMAGE")
+            or env.get("KYKLOS_OPERATOR_IMAGE")
+            or DEFAULT_IMAGE,
+            "artifacts_uri": env.get("KYKLOS_ARTIFACTS_URI") or DEFAULT_ARTIFACTS_URI,
+            "artifacts_secret": env.get("KYKLOS_ARTIFACTS_SECRET") or None,
+            "worker_service_account": env.get("KYKLOS_WORKER_SERVICE_ACCOUNT") or None,
+            "worker_resources": env.get("KYKLOS_WORKER_RESOURCES") or None,
+            "pvc_root": env.get("KYKLOS_PVC_ROOT") or DEFAULT_PVC_ROOT,
+            "log_level": (env.get("KYKLOS_LOG_LEVEL") or "info").lower(),
+            "log_format": (env.get("KYKLOS_LOG_FORMAT") or "text").lower(),
+        }
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        resources = values["worker_resources"]
+        if resources is None:
+            values["worker_resources"] = dict(DEFAULT_WORKER_RESOURCES)
+        elif isinstance(resources, str):
+            values["worker_resources"] = _parse_resources(resources)
+        if values["log_level"] not in LOG_LEVELS:
+            raise ConfigError(
+                f"KYKLOS_LOG_LEVEL/--log-level: {values['log_level']!r} is not one of {', '.join(LOG_LEVELS)}"
+            )
+        if values["log_format"] not in LOG_FORMATS:
+            raise ConfigError(
+                f"KYKLOS_LOG_FORMAT/--log-format: {values['log_format']!r} is not one of {', '.join(LOG_FORMATS)}"
+            )
+        if not values["artifacts_uri"].strip():
+            raise ConfigError("KYKLOS_ARTIFACTS_URI/--artifacts-uri: must not be empty")
+        return cls(**values)
+
+
+def _parse_resources(text: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"KYKLOS_WORKER_RESOURCES/--worker-resources: not JSON ({exc.msg})"
+        ) from exc
+    if not isinstance(parsed, dict) or set(parsed) - {"requests", "limits"}:
+        raise ConfigError(
+            'KYKLOS_WORKER_RESOURCES/--worker-resources: expected {"requests": {...}, "limits": {...}}'
+        )
+    return parsed
+
+
+_current: OperatorConfig | None = None
+
+
+def current() -> OperatorConfig:
+    """The configuration the running operator was started with."""
+    global _current
+    if _current is None:
+        _current = OperatorConfig.from_env()
+    return _current
+
+
+def install(config: OperatorConfig) -> None:
+    """Make ``config`` the running operator's configuration (called once by `kyklos run`)."""
+    global _current
+    _current = config

@@ -1,0 +1,1 @@
+"""kopf handlers for the dataset controller (being written)."""

@@ -1,0 +1,1 @@
+"""kopf handlers for the deployment controller (being written)."""

@@ -1,0 +1,1 @@
+"""kopf handlers for the drift controller (being written)."""

@@ -1,0 +1,147 @@
+"""`kyklos run`: the kopf operator with every controller, /metrics and /healthz."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import start_http_server
+from urllib3.exceptions import HTTPError
+
+from kyklos.controllers import client, config
+
+log = logging.getLogger("kyklos.operator")
+
+KYKLOS_RESOURCES = ("datasets", "trainingjobs", "modeldeployments", "driftmonitors")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Flags of `kyklos run`."""
+
+    namespaces: Sequence[str] = ()
+    all_namespaces: bool = True
+    metrics_port: int = 8080
+    liveness: str | None = "http://0.0.0.0:8081/healthz"
+    standalone: bool = False
+    peering: str | None = None
+    kubeconfig: str | None = None
+
+
+class PreflightError(RuntimeError):
+    """The cluster is not ready for the operator; the message says what is missing."""
+
+
+def preflight(namespaces: Sequence[str]) -> None:
+    """Fail with one clear message when the CRDs are missing or a permission is lacking."""
+    try:
+        client._call("GET", "/apis/kyklos.io/v1alpha1")
+    except ApiException as exc:
+        if exc.status == 404:
+            raise PreflightError(
+                "the Kyklos CRDs are not installed (no kyklos.io/v1alpha1 API): "
+                "run `kubectl apply -f crds/` or install the Helm chart"
+            ) from None
+        if exc.status in (401, 403):
+            raise PreflightError(f"not allowed to read the kyklos.io API: {exc.reason}") from None
+        raise PreflightError(
+            f"cannot reach the Kubernetes API: {exc.status} {exc.reason}"
+        ) from None
+    except HTTPError as exc:
+        raise PreflightError(f"cannot reach the Kubernetes API: {exc}") from None
+    missing = []
+    scopes: list[str | None] = list(namespaces) or [None]
+    for ns in scopes:
+        for plural in KYKLOS_RESOURCES:
+            for verb in ("list", "watch", "patch"):
+                review = {
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": "SelfSubjectAccessReview",
+                    "spec": {
+                        "resourceAttributes": {
+                            "group": "kyklos.io",
+                            "resource": plural,
+                            "verb": verb,
+                            **({"namespace": ns} if ns else {}),
+                        }
+                    },
+                }
+                result = client._call(
+                    "POST",
+                    "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                    body=review,
+                )
+                if not (result.get("status") or {}).get("allowed"):
+                    where = f" in namespace {ns}" if ns else " cluster-wide"
+                    missing.append(f"{verb} {plural}.kyklos.io{where}")
+    if missing:
+        raise PreflightError("missing permissions: " + "; ".join(missing))
+
+
+def configure_logging(cfg: config.OperatorConfig) -> None:
+    """Structured one-line logs at the configured level."""
+    level = getattr(logging, cfg.log_level.upper())
+    kopf.configure(
+        verbose=cfg.log_level == "debug",
+        log_format=kopf.LogFormat.JSON if cfg.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger().setLevel(level)
+    for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@kopf.on.startup()
+def _settings(settings: kopf.OperatorSettings, **_: object) -> None:
+    """kopf settings: Kyklos-owned annotations and finalizer, no log-to-Event posting."""
+    settings.persistence.finalizer = "kyklos.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kyklos.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kyklos.io", key="last-handled-configuration"
+    )
+    # Events are posted explicitly for transitions; kopf's per-log-line events would be
+    # a write per handler call and break quiescence.
+    settings.posting.enabled = False
+    settings.execution.max_workers = 16
+    settings.watching.server_timeout = 600
+    settings.networking.request_timeout = 60
+
+
+def run(options: RunOptions, cfg: config.OperatorConfig) -> int:
+    """Run the operator until SIGTERM/SIGINT; return the exit code."""
+    configure_logging(cfg)
+    config.install(cfg)
+    if options.kubeconfig:
+        os.environ["KUBECONFIG"] = options.kubeconfig
+    try:
+        client.load_config(options.kubeconfig)
+    except Exception as exc:
+        log.error("no Kubernetes credentials: %s", exc)
+        return 2
+    try:
+        preflight(options.namespaces)
+    except PreflightError as exc:
+        log.error("%s", exc)
+        return 2
+    # Register every controller's handlers (importing the modules does it).
+    from kyklos.controllers import dataset, deployment, drift, training  # noqa: F401
+
+    if options.metrics_port:
+        start_http_server(options.metrics_port)
+    log.info(
+        "kyklos operator starting: %s, artifacts %s, worker image %s",
+        "all namespaces" if not options.namespaces else ", ".join(options.namespaces),
+        cfg.artifacts_uri,
+        cfg.worker_image,
+    )
+    kopf.run(
+        clusterwide=not options.namespaces,
+        namespaces=list(options.namespaces),
+        standalone=options.standalone,
+        peering_name=options.peering,
+        liveness_endpoint=options.liveness,
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""kopf handlers for the training controller (being written)."""

@@ -1,0 +1,104 @@
+"""Kubernetes-style conditions and status diffs, as plain data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+
+def rfc3339(moment: datetime) -> str:
+    """Format a timezone-aware datetime as Kubernetes writes timestamps (second precision, Z)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]] | None,
+    *,
+    type: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Return a new conditions list with ``type`` set.
+
+    ``lastTransitionTime`` is kept unless the condition's status changes, as the Kubernetes
+    API conventions ask; the order of existing conditions is kept.
+    """
+    result: list[dict[str, Any]] = []
+    found = False
+    for existing in conditions or ():
+        if existing.get("type") != type:
+            result.append(dict(existing))
+            continue
+        found = True
+        changed = existing.get("status") != status
+        result.append(
+            {
+                "type": type,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": rfc3339(now)
+                if changed or not existing.get("lastTransitionTime")
+                else existing["lastTransitionTime"],
+                "observedGeneration": generation,
+            }
+        )
+    if not found:
+        result.append(
+            {
+                "type": type,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": rfc3339(now),
+                "observedGeneration": generation,
+            }
+        )
+    return [_drop_none(c) for c in result]
+
+
+def get_condition(
+    conditions: Sequence[Mapping[str, Any]] | None, type: str
+) -> Mapping[str, Any] | None:
+    """Return the condition of ``type``, or None."""
+    for condition in conditions or ():
+        if condition.get("type") == type:
+            return condition
+    return None
+
+
+def condition_is(conditions: Sequence[Mapping[str, Any]] | None, type: str, status: str) -> bool:
+    """Whether condition ``type`` exists with ``status``."""
+    condition = get_condition(conditions, type)
+    return condition is not None and condition.get("status") == status
+
+
+def status_patch(stored: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the JSON merge patch that turns ``stored`` status into ``desired``.
+
+    Keys missing from ``desired`` are left alone (another writer may own them); a key whose
+    desired value is None is removed. An empty dict means nothing to write. Lists (such as
+    ``conditions``) are written whole because a merge patch replaces lists.
+    """
+    stored = stored or {}
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        current = stored.get(key)
+        if value is None:
+            if key in stored:
+                patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(current, Mapping):
+            nested = status_patch(current, value)
+            if nested:
+                patch[key] = nested
+        elif current != value:
+            patch[key] = value
+    return patch
+
+
+def _drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v is not None}
