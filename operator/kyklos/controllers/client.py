@@ -87,7 +87,7 @@ def load_config(kubeconfig: str | None = None) -> None:
     try:
         kubernetes.config.load_kube_config(config_file=kubeconfig)
     except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        kubernetes.config.load_incluster_config()
 
 
 def _api() -> ApiClient:
