@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
@@ -35,10 +38,42 @@ Quantity = Annotated[
     Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
 ]
 
-#: Keys of free-form string maps (env, hyperparameters, nodeSelector).
+#: Free-form string maps (env, hyperparameters, nodeSelector). Bounded so that the API
+#: server's CEL cost estimate of rules that compare whole specs stays within its limit.
 StringMap = Annotated[
-    dict[str, Annotated[str, StringConstraints(max_length=32768)]], Field(max_length=256)
+    dict[str, Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=128)
 ]
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """A cross-field rule: CEL for the API server, the same message for the pydantic model.
+
+    ``field_path`` (relative, e.g. ``.steps``) names the field the error is reported on;
+    without it the error is reported on the object that carries the rule.
+    """
+
+    rule: str
+    message: str
+    field_path: str | None = None
+
+    def as_schema(self) -> dict[str, str]:
+        """The rule as one entry of ``x-kubernetes-validations``."""
+        out = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
+
+    def error(self) -> ValueError:
+        """The pydantic-side error: the message, prefixed by the relative field path."""
+        if self.field_path:
+            return ValueError(f"{self.field_path.lstrip('.')}: {self.message}")
+        return ValueError(self.message)
+
+
+def cel_rules(*rules: CelRule) -> dict[str, Any]:
+    """``json_schema_extra`` carrying CEL rules into the rendered CRD."""
+    return {"x-kubernetes-validations": [r.as_schema() for r in rules]}
 
 
 class KyklosModel(BaseModel):
@@ -207,6 +242,18 @@ class Toleration(KyklosModel):
         default=None,
         description="With effect NoExecute: how long the pod stays bound after the taint.",
     )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_wire(model: type[M], data: Mapping[str, Any]) -> M:
+    """Validate JSON-shaped data as the API server judges it.
+
+    Strict JSON types (no ``"2"`` for an integer), camelCase field names only, unknown
+    fields rejected: the same documents the CRD schema accepts.
+    """
+    return model.model_validate_json(json.dumps(data), strict=True, by_alias=True, by_name=False)
 
 
 def drop_none(data: Any) -> Any:

@@ -7,19 +7,46 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from kyklos.api.common import (
+    CelRule,
     Conditions,
     Duration,
     KyklosModel,
     ObjectName,
     ResourceRequirements,
     StringMap,
+    cel_rules,
 )
 from kyklos.api.training import Arg, ImageRef
 
 MAX_HISTORY = 10
+
+ONE_MODEL_SOURCE = CelRule(
+    rule="has(self.uri) != has(self.fromTrainingJob)",
+    message="set exactly one of uri and fromTrainingJob",
+)
+MIN_LE_MAX_REPLICAS = CelRule(
+    rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+    message="must be less than or equal to maxReplicas",
+    field_path=".minReplicas",
+)
+CANARY_NEEDS_STEPS = CelRule(
+    rule="!has(self.type) || self.type != 'Canary' || has(self.steps)",
+    message="required when type is Canary",
+    field_path=".steps",
+)
+# isSorted() is in the Kubernetes CEL list library; exists_one rules out equal neighbours,
+# so together they mean strictly increasing.
+INCREASING_WEIGHTS = CelRule(
+    rule=(
+        "!has(self.steps) || (self.steps.map(s, s.weight).isSorted()"
+        " && self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight)))"
+    ),
+    message="weights must be strictly increasing",
+    field_path=".steps",
+)
 
 
 class DeploymentPhase(StrEnum):
@@ -52,6 +79,8 @@ class RolloutOutcome(StrEnum):
 class ModelSource(KyklosModel):
     """The model to serve: a URI, or the accepted model of a TrainingJob (exactly one)."""
 
+    model_config = ConfigDict(json_schema_extra=cel_rules(ONE_MODEL_SOURCE))
+
     uri: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
         default=None, description="URI of the model, passed to the server as KYKLOS_MODEL_URI."
     )
@@ -67,7 +96,7 @@ class ModelSource(KyklosModel):
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelSource:
         if (self.uri is None) == (self.from_training_job is None):
-            raise ValueError("model: set exactly one of uri and fromTrainingJob")
+            raise ONE_MODEL_SOURCE.error()
         return self
 
 
@@ -94,6 +123,8 @@ class Runtime(KyklosModel):
 class Autoscaling(KyklosModel):
     """Horizontal autoscaling of the stable Deployment (autoscaling/v2 HPA on CPU)."""
 
+    model_config = ConfigDict(json_schema_extra=cel_rules(MIN_LE_MAX_REPLICAS))
+
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Lowest replica count.")
     max_replicas: int = Field(ge=1, le=1000, description="Highest replica count.")
     target_cpu_utilization: int = Field(
@@ -103,7 +134,7 @@ class Autoscaling(KyklosModel):
     @model_validator(mode="after")
     def _min_le_max(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
-            raise ValueError("autoscaling: minReplicas must be <= maxReplicas")
+            raise MIN_LE_MAX_REPLICAS.error()
         return self
 
 
@@ -119,6 +150,8 @@ class CanaryStep(KyklosModel):
 class Strategy(KyklosModel):
     """How a new model replaces the serving one."""
 
+    model_config = ConfigDict(json_schema_extra=cel_rules(CANARY_NEEDS_STEPS, INCREASING_WEIGHTS))
+
     type: StrategyType = Field(
         default=StrategyType.ROLLING_UPDATE, description="RollingUpdate or Canary."
     )
@@ -132,11 +165,11 @@ class Strategy(KyklosModel):
     @model_validator(mode="after")
     def _increasing_weights(self) -> Strategy:
         if self.type == StrategyType.CANARY and not self.steps:
-            raise ValueError("strategy.steps: required when type is Canary")
+            raise CANARY_NEEDS_STEPS.error()
         if self.steps:
             weights = [s.weight for s in self.steps]
             if any(b <= a for a, b in itertools.pairwise(weights)):
-                raise ValueError("strategy.steps: weights must be strictly increasing")
+                raise INCREASING_WEIGHTS.error()
         return self
 
 

@@ -6,11 +6,40 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
-from kyklos.api.common import Conditions, Duration, KyklosModel, LocalObjectReference
+from kyklos.api.common import (
+    CelRule,
+    Conditions,
+    Duration,
+    KyklosModel,
+    LocalObjectReference,
+    cel_rules,
+)
 from kyklos.api.dataset import DataFormat, FeatureName
 from kyklos.api.training import TrainingJobSpec
+
+ONE_CURRENT_SOURCE = CelRule(
+    rule="has(self.datasetRef) != has(self.source)",
+    message="set exactly one of datasetRef and source",
+)
+# promote defaults to canary, so an absent promote counts as canary.
+PROMOTE_NEEDS_DEPLOYMENT = CelRule(
+    rule=(
+        "!has(self.retrain) || has(self.modelDeploymentRef)"
+        " || (has(self.retrain.promote) && self.retrain.promote == 'none')"
+    ),
+    message="required when retrain.promote is canary",
+    field_path=".modelDeploymentRef",
+)
+CURRENT_DATA_NEEDS_DATASET = CelRule(
+    rule=(
+        "!has(self.retrain) || !has(self.retrain.useCurrentData)"
+        " || !self.retrain.useCurrentData || has(self.current.datasetRef)"
+    ),
+    message="requires current.datasetRef",
+    field_path=".retrain.useCurrentData",
+)
 
 
 class DriftPhase(StrEnum):
@@ -86,6 +115,8 @@ class CurrentSource(KyklosModel):
 class Current(KyklosModel):
     """The production data to check: a Dataset, or files (exactly one)."""
 
+    model_config = ConfigDict(json_schema_extra=cel_rules(ONE_CURRENT_SOURCE))
+
     dataset_ref: LocalObjectReference | None = Field(
         default=None, description="A Dataset holding the current data."
     )
@@ -96,7 +127,7 @@ class Current(KyklosModel):
     @model_validator(mode="after")
     def _exactly_one(self) -> Current:
         if (self.dataset_ref is None) == (self.source is None):
-            raise ValueError("current: set exactly one of datasetRef and source")
+            raise ONE_CURRENT_SOURCE.error()
         return self
 
 
@@ -156,6 +187,10 @@ class Retrain(KyklosModel):
 class DriftMonitorSpec(KyklosModel):
     """Desired state of a DriftMonitor."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(PROMOTE_NEEDS_DEPLOYMENT, CURRENT_DATA_NEEDS_DATASET)
+    )
+
     model_deployment_ref: LocalObjectReference | None = Field(
         default=None, description="The ModelDeployment whose inputs are watched and retrained."
     )
@@ -183,9 +218,9 @@ class DriftMonitorSpec(KyklosModel):
     def _cross_field(self) -> DriftMonitorSpec:
         if self.retrain is not None:
             if self.retrain.promote == PromotePolicy.CANARY and self.model_deployment_ref is None:
-                raise ValueError("modelDeploymentRef: required when retrain.promote is canary")
+                raise PROMOTE_NEEDS_DEPLOYMENT.error()
             if self.retrain.use_current_data and self.current.dataset_ref is None:
-                raise ValueError("retrain.useCurrentData: requires current.datasetRef")
+                raise CURRENT_DATA_NEEDS_DATASET.error()
         if self.features is not None and len(set(self.features)) != len(self.features):
             raise ValueError("features: duplicate feature names")
         return self

@@ -6,15 +6,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from kyklos.api.common import (
+    CelRule,
     Conditions,
     KyklosModel,
     ObjectName,
     ResourceRequirements,
     StringMap,
     Toleration,
+    cel_rules,
 )
 
 #: Placeholders allowed in output.modelUri.
@@ -30,6 +32,14 @@ ImageRef = Annotated[
     ),
 ]
 Arg = Annotated[str, StringConstraints(max_length=4096)]
+
+# A transition rule on the whole object: the API server evaluates it on every update of the
+# main resource (status updates go through /status, where spec cannot change anyway).
+SPEC_IMMUTABLE_ONCE_STARTED = CelRule(
+    rule="!has(oldSelf.status) || !has(oldSelf.status.startTime) || self.spec == oldSelf.spec",
+    message="spec is immutable once the training has started; create a new TrainingJob to re-run",
+    field_path=".spec",
+)
 
 
 class TrainingPhase(StrEnum):
@@ -184,6 +194,8 @@ class TrainingJobStatus(KyklosModel):
 class TrainingJob(KyklosModel):
     """A training run as a Kubernetes Job, with lineage, metrics and an evaluation gate."""
 
+    model_config = ConfigDict(json_schema_extra=cel_rules(SPEC_IMMUTABLE_ONCE_STARTED))
+
     KIND: ClassVar[str] = "TrainingJob"
     PLURAL: ClassVar[str] = "trainingjobs"
     SHORT_NAMES: ClassVar[list[str]] = ["tj"]
@@ -192,3 +204,10 @@ class TrainingJob(KyklosModel):
     status: TrainingJobStatus | None = Field(
         default=None, description="Observed state of the TrainingJob."
     )
+
+
+def validate_update(old: TrainingJob, new: TrainingJob) -> None:
+    """Reject a spec change once training has started (the CRD's transition rule, in Python)."""
+    started = old.status is not None and old.status.start_time is not None
+    if started and new.spec != old.spec:
+        raise SPEC_IMMUTABLE_ONCE_STARTED.error()
