@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# `make run`: run the Kyklos operator with the examples applied.
+#  - KUBECONFIG set (or ~/.kube/config present) and reachable: use that cluster.
+#  - otherwise: start a local sandbox (real etcd, kube-apiserver, controller-manager and
+#    scheduler built from the official Go modules, plus Kyklos's node agent) and use it.
+# Ctrl-C stops the operator and the sandbox it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SANDBOX_PID=""
+OPERATOR_PID=""
+cleanup() {
+  [ -n "$OPERATOR_PID" ] && kill "$OPERATOR_PID" 2>/dev/null && wait "$OPERATOR_PID" 2>/dev/null || true
+  [ -n "$SANDBOX_PID" ] && kill "$SANDBOX_PID" 2>/dev/null && wait "$SANDBOX_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+current_kubeconfig="${KUBECONFIG:-}"
+if [ -z "$current_kubeconfig" ] && [ -f "$HOME/.kube/config" ]; then
+  current_kubeconfig="$HOME/.kube/config"
+fi
+
+if [ -n "$current_kubeconfig" ] && kubectl --kubeconfig "$current_kubeconfig" version --request-timeout=5s >/dev/null 2>&1; then
+  KCFG="$current_kubeconfig"
+  TARGET=cluster
+  echo "kyklos: using the cluster of $KCFG"
+else
+  TARGET=sandbox
+  KCFG="$PWD/sandbox.kubeconfig"
+  mkdir -p .sandbox
+  echo "kyklos: no reachable kubeconfig; starting a local sandbox (the first start builds Kubernetes from source, see README)"
+  kyklos sandbox build
+  kyklos sandbox serve --kubeconfig "$KCFG" --data-dir "$PWD/.sandbox/data" > .sandbox/serve.out 2> .sandbox/serve.log &
+  SANDBOX_PID=$!
+  for _ in $(seq 1 600); do
+    grep -q '^kubeconfig: ' .sandbox/serve.out 2>/dev/null && break
+    if ! kill -0 "$SANDBOX_PID" 2>/dev/null; then
+      echo "kyklos: the sandbox did not start:" >&2; tail -n 20 .sandbox/serve.log >&2; exit 1
+    fi
+    sleep 0.5
+  done
+  grep -q '^kubeconfig: ' .sandbox/serve.out || { echo "kyklos: sandbox start timed out" >&2; tail -n 20 .sandbox/serve.log >&2; exit 1; }
+  echo "kyklos: sandbox ready; kubeconfig: $KCFG"
+fi
+export KUBECONFIG="$KCFG"
+
+kubectl apply -f crds/ >/dev/null
+kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+echo "kyklos: CRDs installed"
+
+bash hack/load-example-data.sh "$TARGET"
+
+kyklos run --kubeconfig "$KCFG" --all-namespaces --standalone \
+  --metrics-port "${KYKLOS_METRICS_PORT:-8080}" \
+  --liveness "http://127.0.0.1:${KYKLOS_HEALTH_PORT:-8081}/healthz" > .operator.log 2>&1 &
+OPERATOR_PID=$!
+echo "kyklos: operator running (log: .operator.log, metrics: http://127.0.0.1:${KYKLOS_METRICS_PORT:-8080}/metrics)"
+
+kubectl apply -f examples/
+echo
+echo "kyklos: examples applied. In another terminal:"
+echo "  export KUBECONFIG=$KCFG"
+echo "  kubectl get ml            # all Kyklos resources"
+echo "  kubectl wait --for=condition=Ready dataset/churn --timeout=120s"
+echo "Ctrl-C stops everything."
+for _ in $(seq 1 60); do
+  sleep 2
+  kill -0 "$OPERATOR_PID" 2>/dev/null || { echo "kyklos: the operator exited:" >&2; tail -n 20 .operator.log >&2; exit 1; }
+  if kubectl get datasets -o jsonpath='{.items[*].status.phase}' 2>/dev/null | grep -qE 'Ready|Failed'; then break; fi
+done
+kubectl get ml
+wait "$OPERATOR_PID"
