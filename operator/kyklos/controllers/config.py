@@ -7,6 +7,8 @@
 | KYKLOS_ARTIFACTS_SECRET | --artifacts-secret | Secret injected (envFrom) into worker pods for object-store credentials | unset |
 | KYKLOS_WORKER_SERVICE_ACCOUNT | --worker-service-account | ServiceAccount of worker pods (no API permissions) | unset (namespace default) |
 | KYKLOS_WORKER_RESOURCES | --worker-resources | JSON {"requests": {...}, "limits": {...}} for worker containers | 100m/256Mi requests, 1Gi limit |
+| KYKLOS_ARTIFACTS_CLAIM_SIZE | | size of the per-namespace artifact claim the operator creates for pvc:// stores | 10Gi |
+| KYKLOS_ARTIFACTS_STORAGE_CLASS | | StorageClass of that claim | the cluster default |
 | KYKLOS_PVC_ROOT | | where pvc://<claim> is mounted inside worker pods | /mnt/kyklos/pvc |
 | KYKLOS_LOG_LEVEL | --log-level | debug, info, warning, error | info |
 | KYKLOS_LOG_FORMAT | --log-format | json or text | text |
@@ -46,6 +48,8 @@ class OperatorConfig:
     artifacts_secret: str | None = None
     worker_service_account: str | None = None
     worker_resources: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_WORKER_RESOURCES))
+    artifacts_claim_size: str = "10Gi"
+    artifacts_storage_class: str | None = None
     pvc_root: str = DEFAULT_PVC_ROOT
     log_level: str = "info"
     log_format: str = "text"
@@ -64,6 +68,8 @@ class OperatorConfig:
             "artifacts_secret": env.get("KYKLOS_ARTIFACTS_SECRET") or None,
             "worker_service_account": env.get("KYKLOS_WORKER_SERVICE_ACCOUNT") or None,
             "worker_resources": env.get("KYKLOS_WORKER_RESOURCES") or None,
+            "artifacts_claim_size": env.get("KYKLOS_ARTIFACTS_CLAIM_SIZE") or "10Gi",
+            "artifacts_storage_class": env.get("KYKLOS_ARTIFACTS_STORAGE_CLASS") or None,
             "pvc_root": env.get("KYKLOS_PVC_ROOT") or DEFAULT_PVC_ROOT,
             "log_level": (env.get("KYKLOS_LOG_LEVEL") or "info").lower(),
             "log_format": (env.get("KYKLOS_LOG_FORMAT") or "text").lower(),

@@ -127,7 +127,13 @@ def run(options: RunOptions, cfg: config.OperatorConfig) -> int:
         log.error("%s", exc)
         return 2
     # Register every controller's handlers (importing the modules does it).
-    from kyklos.controllers import dataset, deployment, drift, training  # noqa: F401
+    from kyklos.controllers import (  # noqa: F401
+        artifacts,
+        dataset,
+        deployment,
+        drift,
+        training,
+    )
 
     if options.metrics_port:
         start_http_server(options.metrics_port)
