@@ -19,7 +19,8 @@ ProfileSummary (``kyklos worker profile``)::
 
 ``ok`` is false when a rule failed (``reason`` ValidationFailed or SchemaMismatch,
 ``failures`` lists each {rule, feature, message}) or the data could not be read
-(``reason`` SourceUnreachable, FormatError or EmptySource, ``message`` says why).
+(``reason`` SourceUnreachable, FormatError or EmptySource, ``message`` says why), or the
+spec given to the worker was invalid (``reason`` InvalidSpec).
 
 DriftSummary (``kyklos worker drift``)::
 
@@ -57,6 +58,7 @@ class ProfileReason(StrEnum):
     SOURCE_UNREACHABLE = "SourceUnreachable"
     FORMAT_ERROR = "FormatError"
     EMPTY_SOURCE = "EmptySource"
+    INVALID_SPEC = "InvalidSpec"
 
 
 class DriftErrorReason(StrEnum):
