@@ -246,6 +246,9 @@ class ControlPlane:
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The lease reconciler refuses a loopback address for the `kubernetes` Service's
+            # endpoints; nothing in the sandbox reaches the API server through that Service.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={self.api_port}",
             f"--tls-cert-file={pki.apiserver_cert}",
             f"--tls-private-key-file={pki.apiserver_key}",
