@@ -340,6 +340,7 @@ EXPECTED_NAMESPACED = (
     | {("kyklos.io", f"{kind}/finalizers", "update") for kind in KYKLOS_KINDS}
     | {("batch", "jobs", verb) for verb in WRITE}
     | {("", "pods", verb) for verb in ("get", "list", "watch")}
+    | {("", "persistentvolumeclaims", verb) for verb in ("get", "create")}
     | {("", "services", verb) for verb in WRITE}
     | {("apps", "deployments", verb) for verb in WRITE}
     | {("autoscaling", "horizontalpodautoscalers", verb) for verb in WRITE}
@@ -401,11 +402,12 @@ def test_worker_service_account_has_no_token_and_no_binding(
     helm: Path, value_set: str | None
 ) -> None:
     manifests = render(helm, *_values_args(value_set))
-    worker_name = env_of(manifests)["KYKLOS_WORKER_SERVICE_ACCOUNT"]
+    worker_name = env_of(manifests).get("KYKLOS_WORKER_SERVICE_ACCOUNT")
     workers = [
         sa for sa in by_kind(manifests, "ServiceAccount") if sa["metadata"]["name"] == worker_name
     ]
-    assert workers, f"no worker ServiceAccount named {worker_name}"
+    # Without known worker namespaces the chart creates none and hands the operator no name.
+    assert bool(workers) == bool(worker_name), f"worker ServiceAccount {worker_name} not rendered"
     for sa in workers:
         assert sa["automountServiceAccountToken"] is False
     for binding in by_kind(manifests, "ClusterRoleBinding") + by_kind(manifests, "RoleBinding"):
@@ -457,7 +459,7 @@ def test_operator_pod_meets_the_restricted_pod_security_standard(
 # ---------------------------------------------------------------------------- operator contract
 
 
-def test_defaults_run_standalone_cluster_wide_with_the_chart_claim(helm: Path) -> None:
+def test_defaults_run_standalone_cluster_wide_with_per_namespace_claims(helm: Path) -> None:
     manifests = render(helm)
     container = operator_container(manifests)
     assert (
@@ -473,17 +475,17 @@ def test_defaults_run_standalone_cluster_wide_with_the_chart_claim(helm: Path) -
     assert env["KYKLOS_WORKER_IMAGE"] == container["image"]
     assert env["KYKLOS_ARTIFACTS_URI"] == "pvc://kyklos-artifacts"
     assert "KYKLOS_ARTIFACTS_SECRET" not in env
-    assert env["KYKLOS_WORKER_SERVICE_ACCOUNT"] == "kyklos-worker"
+    assert env["KYKLOS_ARTIFACTS_CLAIM_SIZE"] == "10Gi"
+    assert "KYKLOS_ARTIFACTS_STORAGE_CLASS" not in env  # the cluster's default class
+    # All namespaces and no list: workers use each namespace's default ServiceAccount.
+    assert "KYKLOS_WORKER_SERVICE_ACCOUNT" not in env
+    assert [sa["metadata"]["name"] for sa in by_kind(manifests, "ServiceAccount")] == [RELEASE]
     assert json.loads(env["KYKLOS_WORKER_RESOURCES"]) == {
         "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"},
     }  # fmt: skip
     assert (env["KYKLOS_LOG_LEVEL"], env["KYKLOS_LOG_FORMAT"]) == ("info", "json")
-    claim = one(manifests, "PersistentVolumeClaim")
-    assert (claim["metadata"]["name"], claim["metadata"]["namespace"]) == (
-        "kyklos-artifacts",
-        NAMESPACE,
-    )
-    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # The operator creates the claim in each namespace it meets; the chart renders none.
+    assert not by_kind(manifests, "PersistentVolumeClaim")
     deployment = one(manifests, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
@@ -510,13 +512,12 @@ def test_single_namespace_value_set_watches_only_that_namespace(helm: Path) -> N
     args = operator_container(manifests)["args"]
     assert args[1:4] == ["--namespace", "ml-team", "--standalone"]
     assert "--all-namespaces" not in args
-    claim = one(manifests, "PersistentVolumeClaim")
-    assert claim["metadata"]["namespace"] == "ml-team"
-    assert (
-        claim["spec"]["accessModes"] == ["ReadWriteMany"]
-        and claim["spec"]["storageClassName"] == "standard"
-    )
     env = env_of(manifests)
+    assert (env["KYKLOS_ARTIFACTS_CLAIM_SIZE"], env["KYKLOS_ARTIFACTS_STORAGE_CLASS"]) == (
+        "20Gi",
+        "standard",
+    )
+    assert env["KYKLOS_WORKER_SERVICE_ACCOUNT"] == "kyklos-worker"
     assert (env["KYKLOS_LOG_LEVEL"], env["KYKLOS_LOG_FORMAT"]) == ("debug", "text")
     workers = [
         sa
@@ -574,21 +575,22 @@ def test_object_store_value_set_uses_the_uri_and_secret_and_no_claim(helm: Path)
     env = env_of(manifests)
     assert env["KYKLOS_ARTIFACTS_URI"] == "s3://ml-artifacts/kyklos"
     assert env["KYKLOS_ARTIFACTS_SECRET"] == "kyklos-s3-credentials"
-    assert not by_kind(manifests, "PersistentVolumeClaim")
+    assert "KYKLOS_ARTIFACTS_CLAIM_SIZE" not in env
     digest = "sha256:" + "0123456789abcdef" * 4
     image = f"registry.example.com/mirror/kyklos@{digest}"
     assert operator_container(manifests)["image"] == image
     assert env["KYKLOS_WORKER_IMAGE"] == image
     pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
-    worker_sa = next(
+    worker_sas = [
         sa
         for sa in by_kind(manifests, "ServiceAccount")
-        if sa["metadata"]["name"] == "kyklos-worker"
-    )
-    assert worker_sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(
-        "role/kyklos-worker"
-    )
+        if sa["metadata"]["name"] == env["KYKLOS_WORKER_SERVICE_ACCOUNT"]
+    ]
+    assert [sa["metadata"]["namespace"] for sa in worker_sas] == ["team-a", "team-b"]
+    for sa in worker_sas:
+        role = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        assert role.endswith("role/kyklos-worker")
     assert json.loads(env["KYKLOS_WORKER_RESOURCES"])["limits"] == {"memory": "4Gi"}
 
 
@@ -596,6 +598,18 @@ def test_existing_claim_is_used_and_not_created(helm: Path) -> None:
     manifests = render(helm, "--set", "artifacts.existingClaim=shared-artifacts")
     assert env_of(manifests)["KYKLOS_ARTIFACTS_URI"] == "pvc://shared-artifacts"
     assert not by_kind(manifests, "PersistentVolumeClaim")
+
+
+def test_a_user_managed_worker_service_account_is_named_but_not_created(helm: Path) -> None:
+    manifests = render(
+        helm,
+        "--set",
+        "worker.serviceAccount.create=false",
+        "--set",
+        "worker.serviceAccount.name=ml-worker",
+    )
+    assert env_of(manifests)["KYKLOS_WORKER_SERVICE_ACCOUNT"] == "ml-worker"
+    assert all(sa["metadata"]["name"] != "ml-worker" for sa in by_kind(manifests, "ServiceAccount"))
 
 
 def test_worker_image_can_differ_from_the_operator_image(helm: Path) -> None:

@@ -46,11 +46,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-worker" (include "kyklos.fullname" .)) .Values.worker.serviceAccount.name }}
 {{- end }}
 
-{{/* Namespaces where worker pods run, one per line: workerNamespaces, else watchNamespaces, else the release namespace. */}}
+{{/* Namespaces where the chart creates the worker ServiceAccount, one per line: workerNamespaces, else watchNamespaces; empty when watching all namespaces without a list. */}}
 {{- define "kyklos.workerNamespaces" -}}
-{{- $namespaces := .Values.workerNamespaces | default .Values.watchNamespaces | default (list .Release.Namespace) }}
-{{- range $namespaces | uniq }}
+{{- range (.Values.workerNamespaces | default .Values.watchNamespaces) | uniq }}
 {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* The worker ServiceAccount name handed to the operator, or empty (each namespace's default). */}}
+{{- define "kyklos.workerServiceAccountEnv" -}}
+{{- if .Values.worker.serviceAccount.create }}
+{{- if include "kyklos.workerNamespaces" . | trim }}
+{{- include "kyklos.workerServiceAccountName" . }}
+{{- end }}
+{{- else }}
+{{- .Values.worker.serviceAccount.name }}
 {{- end }}
 {{- end }}
 
@@ -93,14 +103,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* Name of the artifact claim the chart creates. */}}
+{{/* Name of the per-namespace artifact claim (the operator creates it where missing). */}}
 {{- define "kyklos.artifactsClaimName" -}}
 {{- printf "%s-artifacts" (include "kyklos.fullname" .) }}
-{{- end }}
-
-{{/* True (non-empty) when the chart creates the artifact claim. */}}
-{{- define "kyklos.createsArtifactsClaim" -}}
-{{- if and (not .Values.artifacts.uri) (not .Values.artifacts.existingClaim) .Values.artifacts.persistence.enabled }}true{{ end }}
 {{- end }}
 
 {{/* True (non-empty) when kopf peering is used: more than one operator replica. */}}

@@ -37,6 +37,11 @@ resolves them, so the operator itself needs no permission on Secrets and never s
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The per-namespace artifact claim for pvc:// stores: created when missing, never changed
+# or deleted (artifacts outlive the resources that made them).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "create"]
 # Model Services and the headless Services of distributed training.
 - apiGroups: [""]
   resources: ["services"]
