@@ -80,6 +80,7 @@ class RetrainOutcome(StrEnum):
     """How a retraining ended."""
 
     RUNNING = "Running"
+    ROLLING_OUT = "RollingOut"
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
     REJECTED = "Rejected"
@@ -245,7 +246,7 @@ class RetrainRecord(KyklosModel):
         default=None, description="When its outcome was known."
     )
     outcome: RetrainOutcome = Field(
-        description="Running, Accepted, Promoted, RolledBack, Rejected or Failed."
+        description="Running, RollingOut, Accepted, Promoted, RolledBack, Rejected or Failed."
     )
     model: str | None = Field(default=None, description="The retrained model's URI.")
     message: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
