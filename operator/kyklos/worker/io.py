@@ -119,9 +119,9 @@ def local_path_for_pvc(uri: str) -> str:
     claim, _, inner = rest.partition("/")
     if not claim:
         raise SourceError("SourceUnreachable", f"{uri}: a pvc:// URI needs a claim name")
+    if ".." in inner.split("/"):
+        raise SourceError("SourceUnreachable", f"{uri}: path escapes the claim ('..')")
     inner_norm = posixpath.normpath("/" + inner).lstrip("/")
-    if inner_norm.startswith(".."):
-        raise SourceError("SourceUnreachable", f"{uri}: path escapes the claim")
     return (
         str(pvc_root() / claim / inner_norm)
         if inner_norm not in ("", ".")

@@ -22,10 +22,13 @@ class SeededSampler:
         self._keys = np.empty(0, dtype=np.float64)
         self._row_ids = np.empty(0, dtype=np.int64)
         self._table: pa.Table | None = None
+        self._schema: pa.Schema | None = None
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Offer the next rows of the stream."""
         n = batch.num_rows
+        if self._schema is None:
+            self._schema = batch.schema
         keys = self._rng.random(n)
         offset = self.rows_seen
         self.rows_seen += n
@@ -49,10 +52,9 @@ class SeededSampler:
         self._table, self._keys, self._row_ids = table, all_keys, all_ids
 
     def table(self, schema: pa.Schema | None = None) -> pa.Table:
-        """The sample in original row order (empty, with ``schema``, when nothing was seen)."""
+        """The sample in original row order (empty, with the stream's or the given schema)."""
         if self._table is None:
-            if schema is None:
-                return pa.table({})
-            return schema.empty_table()
+            schema = schema or self._schema
+            return pa.table({}) if schema is None else schema.empty_table()
         order = np.argsort(self._row_ids, kind="stable")
         return self._table.take(pa.array(order)).combine_chunks()
