@@ -1,0 +1,329 @@
+"""The Helm chart's ClusterRole is exactly what the operator uses, read from the audit log.
+
+The story: a platform team installs the chart with its defaults and a data scientist applies
+the churn examples. The real operator runs as a ServiceAccount bound to nothing but the rules
+the chart renders, while the examples go through profiling, training, serving and a drift
+check. Afterwards the API server's audit log shows every request the operator made:
+
+- none was forbidden, and each is granted by the chart's rules (the chart is enough), and
+- every rule the chart grants was used, or is on the documented allow-list below with the
+  reason it is granted anyway (the chart is not more than needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "kyklos"
+EXAMPLES = REPO / "examples"
+EXAMPLE_CLAIM = "kyklos-examples"
+GROUP, VERSION = "kyklos.io", "v1alpha1"
+PLURALS = {
+    "Dataset": "datasets",
+    "TrainingJob": "trainingjobs",
+    "ModelDeployment": "modeldeployments",
+    "DriftMonitor": "driftmonitors",
+}
+SETTLE_TIMEOUT = 420.0
+
+sys.path.insert(0, str(REPO / "tests"))
+from helm_tool import resolve_helm  # noqa: E402
+
+Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+
+# Granted by the chart although the examples' happy path does not exercise them. Every entry
+# says why; anything granted, unused and not listed here fails the test.
+ALLOWED_UNUSED: dict[Grant, str] = {
+    **{
+        ("kyklos.io", plural, "update"): "contract: full update for clients that PUT; kopf patches"
+        for plural in PLURALS.values()
+    },
+    **{
+        ("kyklos.io", plural, "get"): "single reads on retry paths; the happy path lists/watches"
+        for plural in PLURALS.values()
+    },
+    **{
+        ("kyklos.io", f"{plural}/status", verb): "status reads and full writes on conflict paths"
+        for plural in PLURALS.values()
+        for verb in ("get", "update", "patch")
+    },
+    **{
+        ("kyklos.io", f"{plural}/finalizers", "update"): (
+            "OwnerReferencesPermissionEnforcement (OpenShift) for blockOwnerDeletion on children"
+        )
+        for plural in PLURALS.values()
+    },
+    ("kyklos.io", "trainingjobs", "create"): "DriftMonitor retraining, only when drift trips",
+    ("kyklos.io", "driftmonitors", "patch"): "status-only updates may not touch the main object",
+    ("kyklos.io", "modeldeployments", "patch"): "DriftMonitor promotes a retrained model",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get"): "kopf CRD discovery fallback",
+    ("", "events", "create"): "Events on transitions (one of the two Event APIs is used)",
+    ("", "events", "patch"): "Event series: repeated Events are patched, not re-created",
+    ("events.k8s.io", "events", "create"): "Events on transitions (one of the two Event APIs)",
+    ("events.k8s.io", "events", "patch"): "Event series: repeated Events are patched",
+    ("", "pods", "get"): "reading one pod's termination message when the watch lags",
+    ("", "persistentvolumeclaims", "get"): "skipped once the claim is known to exist",
+    ("", "persistentvolumeclaims", "create"): "the claim may already exist",
+    ("batch", "jobs", "get"): "single reads on retry paths",
+    ("batch", "jobs", "patch"): "suspend/resume of a TrainingJob's Job",
+    ("batch", "jobs", "delete"): "re-running a drift check or profile; retraining clean-up",
+    ("", "services", "get"): "single reads on retry paths",
+    ("", "services", "patch"): "a changed runtime port",
+    ("", "services", "delete"): "a ModelDeployment whose serving shape changes",
+    ("", "services", "create"): "the headless Service of distributed (workers > 1) training",
+    ("apps", "deployments", "get"): "single reads on retry paths",
+    ("apps", "deployments", "patch"): "canary steps and promotion (only with a second model)",
+    ("apps", "deployments", "delete"): "removing the canary after promotion or rollback",
+    **{
+        ("autoscaling", "horizontalpodautoscalers", verb): "spec.autoscaling (not in the examples)"
+        for verb in ("get", "list", "watch", "create", "patch", "delete")
+    },
+}
+
+# What every authenticated user may do under Kubernetes' default bindings (system:basic-user);
+# the operator's preflight uses it to check its own permissions.
+DEFAULT_ALLOWED: set[tuple[str, str]] = {
+    ("authorization.k8s.io", "selfsubjectaccessreviews"),
+    ("authorization.k8s.io", "selfsubjectrulesreviews"),
+    ("authentication.k8s.io", "selfsubjectreviews"),
+}
+
+
+def render_cluster_role() -> list[dict[str, Any]]:
+    """The rules of the ClusterRole the chart renders with its default values."""
+    helm = resolve_helm()
+    proc = subprocess.run(
+        [str(helm), "template", "kyklos", str(CHART), "--namespace", "kyklos-system"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    manifests = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    (role,) = [m for m in manifests if m["kind"] == "ClusterRole"]
+    assert not [m for m in manifests if m["kind"] == "Role"], "defaults must be cluster-wide"
+    rules: list[dict[str, Any]] = role["rules"]
+    return rules
+
+
+def chart_operator_env() -> dict[str, str]:
+    """The KYKLOS_* environment the chart gives the operator container by default."""
+    helm = resolve_helm()
+    proc = subprocess.run(
+        [str(helm), "template", "kyklos", str(CHART), "--show-only", "templates/deployment.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    deployment = yaml.safe_load(proc.stdout)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("KYKLOS_")}
+
+
+def grants(rules: Iterable[Mapping[str, Any]]) -> set[Grant]:
+    """Every (apiGroup, resource, verb) the rules grant."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def as_grant(operation: tuple[str, str, str, str]) -> Grant:
+    verb, group, resource, subresource = operation
+    return group, f"{resource}/{subresource}" if subresource else resource, verb
+
+
+def install_crds(k8s: Any) -> None:
+    """Create the Kyklos CRDs (idempotent: another test may have installed them)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    ext = client.ApiextensionsV1Api(k8s)
+    names = []
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        names.append(crd["metadata"]["name"])
+        try:
+            ext.create_custom_resource_definition(crd)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    deadline = time.monotonic() + 60
+    for name in names:
+        while True:
+            conditions = ext.read_custom_resource_definition(name).status.conditions or []
+            if any(c.type == "Established" and c.status == "True" for c in conditions):
+                break
+            assert time.monotonic() < deadline, f"CRD {name} not Established within 60s"
+            time.sleep(0.2)
+
+
+def load_example_data(k8s: Any, namespace: str) -> None:
+    """Create the examples' claim and copy examples/data into its volume (sandbox storage)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": EXAMPLE_CLAIM},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        claim = core.read_namespaced_persistent_volume_claim(EXAMPLE_CLAIM, namespace)
+        if claim.status.phase == "Bound":
+            break
+        assert time.monotonic() < deadline, f"claim {EXAMPLE_CLAIM} not Bound within 60s"
+        time.sleep(0.2)
+    volume = core.read_persistent_volume(claim.spec.volume_name)
+    assert volume.spec.host_path is not None, "sandbox volumes are local directories"
+    target = Path(volume.spec.host_path.path)
+    for source in sorted((EXAMPLES / "data").iterdir()):
+        if source.is_file():
+            shutil.copy2(source, target / source.name)
+
+
+def example_resources() -> list[dict[str, Any]]:
+    """Every Kyklos resource in examples/, in dependency order."""
+    docs = [
+        doc
+        for path in sorted(EXAMPLES.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    order = list(PLURALS)
+    resources = [d for d in docs if d.get("apiVersion") == f"{GROUP}/{VERSION}"]
+    assert {d["kind"] for d in resources} == set(PLURALS), "examples/ lacks a Kyklos kind"
+    return sorted(resources, key=lambda d: order.index(d["kind"]))
+
+
+def _status(custom: Any, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name)
+    status: dict[str, Any] = obj.get("status") or {}
+    status["_generation"] = obj["metadata"].get("generation")
+    return status
+
+
+def _ready(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def _settled(kind: str, status: Mapping[str, Any]) -> bool:
+    """Whether a resource went as far as the examples take it."""
+    if kind == "DriftMonitor":
+        return bool(status.get("lastCheckTime"))
+    return _ready(status) or status.get("phase") in ("Failed", "RolledBack", "Degraded")
+
+
+def wait_until_settled(
+    k8s: Any, namespace: str, resources: Sequence[Mapping[str, Any]], operator: Any
+) -> dict[str, dict[str, Any]]:
+    """Wait until each example resource is handled and settled; return the last statuses."""
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(k8s)
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        statuses = {
+            f"{r['kind']}/{r['metadata']['name']}": _status(
+                custom, namespace, r["kind"], r["metadata"]["name"]
+            )
+            for r in resources
+        }
+        if all(
+            _settled(key.split("/")[0], status) and status.get("observedGeneration")
+            for key, status in statuses.items()
+        ):
+            return statuses
+        assert operator.proc.poll() is None, f"the operator exited:\n{operator.log()[-3000:]}"
+        if time.monotonic() > deadline:
+            return statuses
+        time.sleep(2)
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox_only
+def test_the_operator_uses_exactly_what_the_chart_grants(
+    cluster: Any, k8s: Any, namespace: str, operator: Any, audit: Any
+) -> None:
+    from kubernetes import client
+
+    rules = render_cluster_role()
+    granted = grants(rules)
+    install_crds(k8s)
+    load_example_data(k8s, namespace)
+    account = operator.as_service_account(rules, namespace=namespace)
+    running = operator(chart_operator_env(), service_account=account)
+
+    custom = client.CustomObjectsApi(k8s)
+    resources = example_resources()
+    for resource in resources:
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURALS[resource["kind"]], resource
+        )
+    statuses = wait_until_settled(k8s, namespace, resources, running)
+    # Deleting the examples exercises the finalizer (clean-up) paths too.
+    for resource in reversed(resources):
+        with contextlib.suppress(client.exceptions.ApiException):
+            custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[resource["kind"]], resource["metadata"]["name"]
+            )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(
+        custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]
+        for plural in PLURALS.values()
+    ):
+        time.sleep(1)
+    assert running.stop() == 0, running.log()[-3000:]
+
+    progress = "\n".join(
+        f"  {key}: phase={s.get('phase')} ready={_ready(s)} observedGeneration="
+        f"{s.get('observedGeneration')}/{s.get('_generation')}"
+        for key, s in statuses.items()
+    )
+    forbidden = audit.forbidden(account.username)
+    assert not forbidden, (
+        f"the chart's ClusterRole lacks permissions the operator used: {sorted(forbidden)}\n"
+        f"{progress}"
+    )
+    used = {
+        as_grant(op)
+        for op in audit.operations(account.username)
+        if (op[1], op[2]) not in DEFAULT_ALLOWED
+    }
+    assert used, "the audit log shows no request of the operator's ServiceAccount"
+    beyond = used - granted
+    assert not beyond, f"used but not granted by the chart (allowed elsewhere?): {sorted(beyond)}"
+    unexplained = granted - used - set(ALLOWED_UNUSED)
+    assert not unexplained, (
+        "the chart grants more than the operator used and the allow-list explains: "
+        f"{sorted(unexplained)}\nexample progress:\n{progress}\n"
+        f"operator log tail:\n{running.log()[-2000:]}"
+    )
+    # The allow-list must not go stale: an entry for something no longer granted is an error.
+    stale = set(ALLOWED_UNUSED) - granted
+    assert not stale, f"allow-list entries the chart no longer grants: {sorted(stale)}"
