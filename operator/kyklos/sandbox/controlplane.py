@@ -172,14 +172,12 @@ class ControlPlane:
         say(f"etcd ready on 127.0.0.1:{etcd_client} ({time.monotonic() - started:.1f}s)")
 
         api = self._spawn("kube-apiserver", self._apiserver_args(pki, etcd_client))
+        self._wait_http(api, f"{self.server}/readyz", self.client_tls(), started + timeout)
+        say(f"kube-apiserver ready on {self.server} ({time.monotonic() - started:.1f}s)")
+        # Only now: both exit at once if their bootstrap RBAC roles do not exist yet.
         kcm_port, sched_port = free_port(), free_port()
-        # The controller manager and scheduler wait for the API server themselves; starting
-        # them now overlaps their own start-up with the API server's.
         kcm = self._spawn("kube-controller-manager", self._kcm_args(pki, kcm_port))
         sched = self._spawn("kube-scheduler", self._scheduler_args(sched_port))
-        admin_tls = self.client_tls()
-        self._wait_http(api, f"{self.server}/readyz", admin_tls, started + timeout)
-        say(f"kube-apiserver ready on {self.server} ({time.monotonic() - started:.1f}s)")
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # their self-signed serving certs; /healthz only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -9,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from kyklos.sandbox import build
-from kyklos.sandbox.build import BINARIES, BuildError, ensure_built, kubernetes_version
+from kyklos.sandbox.build import (
+    BINARIES,
+    STAMP,
+    BuildError,
+    build_flags,
+    ensure_built,
+    fingerprint,
+    kubernetes_version,
+)
 
 REPO_GO_MOD = Path(build.__file__).resolve().parents[3] / "hack" / "controlplane" / "go.mod"
 
@@ -62,6 +71,7 @@ def test_cached_binaries_are_used_without_running_go(
     for name in BINARIES:
         (target / name).write_text("")
         (target / name).chmod(0o755)
+    (target / STAMP).write_text(json.dumps({"fingerprint": fingerprint(tmp_path / "src")}))
     lines: list[str] = []
     built = ensure_built(lines.append)
     assert built.directory == target
@@ -124,3 +134,31 @@ def test_successful_build_is_moved_into_the_versioned_cache(
     assert "building Kubernetes v1.99.0" in lines[0]
     assert "minutes" in lines[0]  # says roughly how long a cold build takes
     assert lines[-1].startswith("built Kubernetes v1.99.0")
+
+
+def test_binaries_from_other_module_files_are_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _module(tmp_path)
+    monkeypatch.setenv("KYKLOS_CONTROLPLANE_SRC", str(src))
+    monkeypatch.setenv("KYKLOS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    target = tmp_path / "cache" / "controlplane" / "v1.99.0"
+    target.mkdir(parents=True)
+    for name in BINARIES:
+        (target / name).write_text("")
+        (target / name).chmod(0o755)
+    (target / STAMP).write_text(json.dumps({"fingerprint": fingerprint(src)}))
+    (src / "go.sum").write_text("changed\n")  # e.g. a dependency bump
+    with pytest.raises(BuildError, match="Go toolchain"):  # it wants to build again
+        ensure_built()
+
+
+def test_binaries_report_the_pinned_release_version() -> None:
+    flags = build_flags("v1.37.2", "2026-11-23T00:00:00Z")
+    (ldflags,) = [f for f in flags if f.startswith("-ldflags=")]
+    assert "-X k8s.io/component-base/version.gitVersion=v1.37.2" in ldflags
+    assert "-X k8s.io/client-go/pkg/version.gitVersion=v1.37.2" in ldflags
+    assert "-X k8s.io/component-base/version.gitMajor=1" in ldflags
+    assert "-X k8s.io/component-base/version.gitMinor=37" in ldflags
+    assert "-trimpath" in flags
