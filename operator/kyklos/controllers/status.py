@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-import kopf
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from kyklos.controllers import client
-from kyklos.logic.conditions import status_patch
+from kyklos.logic.conditions import rfc3339, status_patch
+
+log = logging.getLogger("kyklos.status")
+
+EVENTS = client.Resource("", "v1", "events", "Event")
 
 
 def write_status(res: client.Resource, body: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
@@ -22,10 +30,36 @@ def write_status(res: client.Resource, body: Mapping[str, Any], desired: Mapping
 
 
 def emit(body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
-    """Post a Kubernetes Event about ``body`` (Normal, or Warning)."""
-    kopf.event(
-        body,  # type: ignore[arg-type]
-        type="Warning" if warning else "Normal",
-        reason=reason,
-        message=message[:1024],
-    )
+    """Post a Kubernetes Event about ``body`` (Normal, or Warning); a failure is logged, not raised.
+
+    Posted directly: ``kopf.event`` is a no-op while kopf's log-to-Event posting is disabled
+    (``settings.posting.enabled = False`` in ``kyklos.controllers.operator``).
+    """
+    meta = body["metadata"]
+    namespace = meta.get("namespace") or "default"
+    now = rfc3339(datetime.now(UTC))
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "name": meta["name"],
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+        },
+        "type": "Warning" if warning else "Normal",
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "kyklos"},
+        "reportingComponent": "kyklos",
+        "reportingInstance": socket.gethostname()[:128],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        client.create(EVENTS, namespace, event)
+    except (ApiException, HTTPError) as exc:
+        log.warning("cannot post Event %s about %s/%s: %s", reason, namespace, meta["name"], exc)
