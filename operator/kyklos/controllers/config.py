@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kyklos import __version__
+from kyklos.logic.workerjob import WorkerConfig
 
 DEFAULT_IMAGE = f"ghcr.io/kyklos/kyklos:{__version__}"
 DEFAULT_ARTIFACTS_URI = "pvc://kyklos-artifacts"
@@ -124,3 +125,16 @@ def install(config: OperatorConfig) -> None:
     """Make ``config`` the running operator's configuration (called once by `kyklos run`)."""
     global _current
     _current = config
+
+
+def worker_config(cfg: OperatorConfig | None = None) -> WorkerConfig:
+    """How worker pods are deployed, as the plain values the pure Job builders take."""
+    cfg = cfg or current()
+    return WorkerConfig(
+        image=cfg.worker_image,
+        artifacts_uri=cfg.artifacts_uri,
+        resources=cfg.worker_resources,
+        pvc_root=cfg.pvc_root,
+        service_account=cfg.worker_service_account,
+        artifacts_secret=cfg.artifacts_secret,
+    )

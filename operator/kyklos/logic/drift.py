@@ -25,6 +25,7 @@ The loop, as documented in the README:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from kyklos.api.reports import DriftSummary
 from kyklos.logic.conditions import condition_is, rfc3339, set_condition
 from kyklos.logic.durations import parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
+from kyklos.logic.workerjob import WorkerConfig, build_worker_job
 
 #: Label on check Jobs carrying the check's sequence number.
 CHECK_LABEL = "kyklos.io/check"
@@ -513,3 +515,56 @@ def decide(
     _maybe_retrain(status, spec, name, now, fresh_trip, decision)
     status["phase"] = _phase(status).value
     return decision
+
+
+def build_check_job(
+    monitor: Mapping[str, Any],
+    spec: DriftMonitorSpec,
+    plan: CheckPlan,
+    config: WorkerConfig,
+) -> dict[str, Any]:
+    """The Job running check ``plan.number`` of ``monitor`` with ``kyklos worker drift``."""
+    meta = monitor["metadata"]
+    name = check_job_name(meta["name"], plan.number)
+    args = [
+        "drift",
+        "--spec",
+        json.dumps(spec.model_dump(by_alias=True, exclude_none=True, mode="json"), sort_keys=True),
+        "--namespace",
+        meta["namespace"],
+        "--name",
+        meta["name"],
+        "--artifacts",
+        config.artifacts_uri,
+        "--reference-profile",
+        plan.reference_profile,
+        "--reference-sample",
+        plan.reference_sample,
+        "--check-id",
+        str(plan.number),
+    ]
+    reads = [plan.reference_profile, plan.reference_sample]
+    secrets: list[str] = []
+    source = spec.current.source
+    if plan.current_sample is not None:
+        args += ["--current-sample", plan.current_sample]
+        reads.append(plan.current_sample)
+    elif source is not None:
+        args += ["--current-uri", source.uri, "--window", str(source.window)]
+        if source.format is not None:
+            args += ["--current-format", str(source.format)]
+        reads.append(source.uri)
+        if source.secret_ref is not None:
+            secrets.append(source.secret_ref.name)
+    job = build_worker_job(
+        monitor,
+        job_name=name,
+        component="drift-check",
+        worker_args=args,
+        config=config,
+        read_uris=reads,
+        secret_refs=secrets,
+    )
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        labels[CHECK_LABEL] = str(plan.number)
+    return job
