@@ -19,13 +19,26 @@ log = logging.getLogger("kyklos.status")
 EVENTS = client.Resource("", "v1", "events", "Event")
 
 
-def write_status(res: client.Resource, body: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Patch ``/status`` with what differs from the stored status; False when nothing did."""
+def write_status(
+    res: client.Resource,
+    body: Mapping[str, Any],
+    desired: Mapping[str, Any],
+    *,
+    precondition: bool = False,
+) -> bool:
+    """Patch ``/status`` with what differs from the stored status; False when nothing did.
+
+    With ``precondition`` the patch carries ``body``'s resourceVersion, so a stale ``body``
+    gets ApiException 409 instead of overwriting (and re-announcing) a newer status.
+    """
     change = status_patch(body.get("status"), desired)
     if not change:
         return False
     meta = body["metadata"]
-    client.patch(res, meta.get("namespace"), meta["name"], {"status": change}, status=True)
+    patch: dict[str, Any] = {"status": change}
+    if precondition:
+        patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+    client.patch(res, meta.get("namespace"), meta["name"], patch, status=True)
     return True
 
 
