@@ -137,6 +137,7 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     # ModelDeployment
     MODEL_NOT_READY = "ModelNotReady"
+    REPLICAS_NOT_READY = "ReplicasNotReady"
     ROLLOUT_STARTED = "RolloutStarted"
     CANARY_STARTED = "CanaryStarted"
     CANARY_STEP = "CanaryStep"

@@ -1,0 +1,1096 @@
+"""ModelDeployment: serving children (pure builders) and the rollout state machine.
+
+Children of ModelDeployment ``<name>``:
+
+- Deployment ``<name>-stable`` serving the stable model;
+- Deployment ``<name>-canary`` serving the new model, only while a canary runs;
+- Service ``<name>`` selecting the pods of both, so traffic splits by ready-replica ratio;
+- HorizontalPodAutoscaler ``<name>`` (autoscaling/v2, on the stable Deployment) when
+  ``spec.autoscaling`` is set.
+
+The model of a Deployment is read back from its annotations (``kyklos.io/model-uri``,
+``kyklos.io/model-version``): what runs is observed, never remembered. A model's identity
+is its URI.
+
+**Canary replica rounding.** The stable Deployment keeps its full replica count during a
+canary (so a failed canary never modifies it); the canary runs beside it with
+``max(1, round_half_up(R * weight / 100))`` replicas, R being the stable's desired count
+(the HPA's when autoscaling). A weight is therefore the canary's size as a share of R, and
+its share of traffic is ``canary / (stable + canary)`` ready pods: 10 % of 3 -> 1 canary
+(25 % of traffic), 50 % of 4 -> 2 (33 %), 100 % -> R (50 %). Scaling ``replicas`` mid-canary
+rescales the canary to keep the ratio.
+
+**Rollout** (:func:`decide`):
+
+- First deployment (no stable Deployment): the stable gets the model directly;
+  Progressing -> Available when its ready replicas reach the desired count, Degraded when
+  not within ``progressDeadlineSeconds``. A missing stable is recreated the same way.
+- ``RollingUpdate``: a new model updates the stable Deployment in place; Progressing until
+  the Deployment reports every replica updated and ready, Degraded past the deadline.
+- ``Canary``: a new model starts ``<name>-canary`` at step 0. Each step sets the canary's
+  replicas from the step's weight, waits until the canary is Ready (pause counted from
+  then: ``status.stepStartTime``), holds for the step's pause, then advances. After the
+  last step the stable Deployment takes the new model (promotion) and, once every stable
+  replica is updated and ready, the canary is removed: outcome Promoted.
+- A canary step not Ready within ``progressDeadlineSeconds`` of its start
+  (``status.rolloutStartTime``), or a canary container of the new model restarting more
+  than ``maxCanaryRestarts`` times, fails the canary. With ``autoRollback`` the canary is
+  scaled to zero and deleted, ``failedModel`` records the model (it is not retried), phase
+  RolledBack, Warning Event RolledBack naming the model and cause. The stable Deployment
+  is not touched. Without ``autoRollback`` the canary is left running, phase Degraded.
+- A model changed mid-canary restarts the canary at step 0 with the newest model (the old
+  rollout's history outcome: Superseded; Event CanaryRestarted). Changed back to the stable
+  model, the canary is removed (Superseded).
+- A model not resolvable yet (``fromTrainingJob`` not accepted) leaves the stable
+  untouched, removes any canary, and sets phase Pending, Ready=False reason ModelNotReady.
+
+**Status meanings** (the DriftMonitor relies on these):
+
+- ``stableModel``: URI of the model fully rolled out on ``<name>-stable`` (every replica
+  updated and ready at least once). A model is promoted exactly when ``stableModel`` equals
+  it and ``canaryModel`` is unset.
+- ``canaryModel`` / ``canaryWeight`` / ``step``: the running canary, unset otherwise.
+- ``failedModel``: URI of the last model rolled back; never retried automatically (a
+  different model starts a fresh canary; setting the stable model again settles).
+- ``phase``: Pending (no model yet), Progressing (rollout or replicas not ready),
+  Available (the spec's model serves on every desired replica), Degraded (deadline
+  exceeded, or a failing canary without autoRollback), RolledBack (the spec's model was
+  rolled back; the stable model still serves).
+- ``history``: the last 10 rollouts, outcome InProgress | Promoted | RolledBack |
+  Superseded | Degraded.
+- Conditions: ``Ready`` is True exactly in phase Available; ``Progressing`` True while a
+  rollout runs; ``Degraded`` True in phases Degraded and RolledBack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kyklos.api.common import ConditionStatus, ConditionType, Reason
+from kyklos.api.deployment import (
+    MAX_HISTORY,
+    DeploymentPhase,
+    ModelDeploymentSpec,
+    ModelSource,
+    RolloutOutcome,
+    StrategyType,
+)
+from kyklos.logic.artifacts import pvc_claim
+from kyklos.logic.conditions import get_condition, rfc3339, set_condition
+from kyklos.logic.durations import duration_seconds
+from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
+
+KIND = "ModelDeployment"
+STABLE = "stable"
+CANARY = "canary"
+CONTAINER = "server"
+PORT_NAME = "http"
+
+MODEL_URI_ANNOTATION = "kyklos.io/model-uri"
+MODEL_VERSION_ANNOTATION = "kyklos.io/model-version"
+#: Pod label telling pods of different models apart (restart counts of an older canary
+#: model must not fail a newer one).
+MODEL_HASH_LABEL = "kyklos.io/model-hash"
+
+ENV_MODEL_URI = "KYKLOS_MODEL_URI"
+ENV_MODEL_VERSION = "KYKLOS_MODEL_VERSION"
+ENV_PVC_ROOT = "KYKLOS_PVC_ROOT"
+RESERVED_ENV = frozenset({ENV_MODEL_URI, ENV_MODEL_VERSION, ENV_PVC_ROOT})
+
+RUN_AS_USER = 65532
+
+# ----------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model ready to serve: its URI (identity) and version label."""
+
+    uri: str
+    version: str
+
+
+@dataclass(frozen=True)
+class ModelNotReady:
+    """Why the spec's model cannot be served yet (message names the TrainingJob and why)."""
+
+    message: str
+
+
+def model_hash(uri: str) -> str:
+    """A short stable digest of a model URI (label values cannot hold URIs)."""
+    return hashlib.sha256(uri.encode()).hexdigest()[:12]
+
+
+def _training_job_accepted(tj: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether a TrainingJob's model is accepted, else why not."""
+    name = (tj.get("metadata") or {}).get("name", "?")
+    status = tj.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    conditions = status.get("conditions") or []
+    accepted = get_condition(conditions, ConditionType.MODEL_ACCEPTED)
+    if phase == "Failed":
+        ready = get_condition(conditions, ConditionType.READY) or {}
+        why = ready.get("message") or ready.get("reason") or "no reason given"
+        return False, f"TrainingJob {name} failed: {why}"
+    if accepted is not None and accepted.get("status") == ConditionStatus.FALSE:
+        why = accepted.get("message") or accepted.get("reason") or "no reason given"
+        return False, f"TrainingJob {name}'s model was rejected: {why}"
+    if phase != "Succeeded":
+        return False, f"TrainingJob {name} is {phase}; waiting for an accepted model"
+    if not status.get("modelUri"):
+        return False, f"TrainingJob {name} succeeded but reports no status.modelUri"
+    if accepted is not None and accepted.get("status") == ConditionStatus.TRUE:
+        return True, ""
+    # Without an evaluation gate, Succeeded is enough (the TrainingJob controller then
+    # writes ModelAccepted=True reason NoEvaluation; an older status may lack it).
+    if accepted is None and not (tj.get("spec") or {}).get("evaluation"):
+        return True, ""
+    return (
+        False,
+        f"TrainingJob {name} succeeded; waiting for the evaluation verdict (ModelAccepted)",
+    )
+
+
+def resolve_model(
+    source: ModelSource, training_job: Mapping[str, Any] | None
+) -> ResolvedModel | ModelNotReady:
+    """The model to serve: ``uri``, or the TrainingJob's accepted ``status.modelUri``.
+
+    The version is ``model.version``, else ``<job>-<run>`` for a TrainingJob's model, else
+    a 12-hex digest of the URI.
+    """
+    if source.uri is not None:
+        return ResolvedModel(source.uri, source.version or model_hash(source.uri))
+    job = source.from_training_job or ""
+    if training_job is None:
+        return ModelNotReady(f"model.fromTrainingJob: TrainingJob {job} not found")
+    ok, why = _training_job_accepted(training_job)
+    if not ok:
+        return ModelNotReady(f"model.fromTrainingJob: {why}")
+    status = training_job.get("status") or {}
+    uri = str(status["modelUri"])
+    run = status.get("run")
+    version = source.version or (f"{job}-{run}" if run else job)
+    return ResolvedModel(uri, version)
+
+
+def deployment_model(deployment: Mapping[str, Any] | None) -> ResolvedModel | None:
+    """The model a serving Deployment's pod template carries (from its annotations)."""
+    if deployment is None:
+        return None
+    template_meta = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    annotations = template_meta.get("annotations") or {}
+    uri = annotations.get(MODEL_URI_ANNOTATION)
+    if not uri:
+        return None
+    return ResolvedModel(str(uri), str(annotations.get(MODEL_VERSION_ANNOTATION) or ""))
+
+
+# ------------------------------------------------------------------------------ builders
+
+
+def canary_replicas(total: int, weight: int) -> int:
+    """Canary replicas for ``weight`` % of ``total``: round half up, at least one."""
+    return max(1, math.floor(total * weight / 100 + 0.5))
+
+
+def service_url(name: str, namespace: str, port: int) -> str:
+    """In-cluster URL of the ModelDeployment's Service."""
+    return f"http://{name}.{namespace}.svc:{port}"
+
+
+def _volume_name(claim: str) -> str:
+    # Volume names are DNS labels (no dots), claim names are subdomains.
+    return child_name("pvc", re.sub(r"[^a-z0-9-]", "-", claim))
+
+
+def _owner_meta(owner: Mapping[str, Any], name: str, component: str | None) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "name": name,
+        "namespace": meta["namespace"],
+        "labels": child_labels(KIND, meta["name"], component),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def selector_labels(owner_name: str, component: str | None = None) -> dict[str, str]:
+    """Labels selecting the serving pods (of one component, or of both for the Service)."""
+    return child_labels(KIND, owner_name, component)
+
+
+def build_serving_deployment(
+    owner: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    component: str,
+    model: ResolvedModel,
+    replicas: int | None,
+    pvc_root: str,
+) -> dict[str, Any]:
+    """The ``<name>-stable`` or ``<name>-canary`` Deployment serving ``model``.
+
+    ``replicas`` None leaves the count to the HPA (the field is then not managed).
+    """
+    name = owner["metadata"]["name"]
+    runtime = spec.runtime
+    annotations = {MODEL_URI_ANNOTATION: model.uri, MODEL_VERSION_ANNOTATION: model.version}
+    env = [
+        {"name": ENV_MODEL_URI, "value": model.uri},
+        {"name": ENV_MODEL_VERSION, "value": model.version},
+    ]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    claim = pvc_claim(model.uri)
+    if claim:
+        env.append({"name": ENV_PVC_ROOT, "value": pvc_root})
+        volumes.append(
+            {
+                "name": _volume_name(claim),
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+            }
+        )
+        mounts.append(
+            {
+                "name": _volume_name(claim),
+                "mountPath": f"{pvc_root.rstrip('/')}/{claim}",
+                "readOnly": True,
+            }
+        )
+    env.extend(
+        {"name": k, "value": v}
+        for k, v in sorted((runtime.env or {}).items())
+        if k not in RESERVED_ENV
+    )
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": runtime.image,
+        "env": env,
+        "ports": [{"name": PORT_NAME, "containerPort": runtime.port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": runtime.health_path, "port": PORT_NAME},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    if runtime.command:
+        container["command"] = list(runtime.command)
+    if runtime.args:
+        container["args"] = list(runtime.args)
+    if runtime.resources:
+        container["resources"] = runtime.resources.model_dump(by_alias=True, exclude_none=True)
+    pod_labels = {**selector_labels(name, component), MODEL_HASH_LABEL: model_hash(model.uri)}
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(name, component)},
+        "progressDeadlineSeconds": spec.progress_deadline_seconds,
+        "revisionHistoryLimit": 3,
+        # Never below the desired count while the model changes: a model server takes a
+        # while to load, and capacity must hold.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+        },
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": dict(annotations)},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [container],
+                "volumes": volumes,
+            },
+        },
+    }
+    if replicas is not None:
+        deployment_spec = {"replicas": replicas, **deployment_spec}
+    metadata = _owner_meta(owner, child_name(name, component), component)
+    metadata["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": deployment_spec,
+    }
+
+
+def build_service(owner: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """Service ``<name>`` selecting the stable and canary pods alike."""
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _owner_meta(owner, name, "service"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(name),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": spec.runtime.port,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def build_hpa(owner: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any] | None:
+    """autoscaling/v2 HPA ``<name>`` on the stable Deployment (None without autoscaling)."""
+    scaling = spec.autoscaling
+    if scaling is None:
+        return None
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _owner_meta(owner, name, "autoscaler"),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": child_name(name, STABLE),
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": scaling.target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+# ------------------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The serving children as last seen: Deployments and the canary's pods."""
+
+    stable: Mapping[str, Any] | None = None
+    canary: Mapping[str, Any] | None = None
+    canary_pods: Sequence[Mapping[str, Any]] = ()
+
+
+def ready_replicas(deployment: Mapping[str, Any] | None) -> int:
+    """Ready pods of a Deployment (0 when absent)."""
+    if deployment is None:
+        return 0
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0)
+
+
+def rolled_out(deployment: Mapping[str, Any] | None, want: int | None = None) -> bool:
+    """Whether every replica of the Deployment's current template is updated and ready.
+
+    ``want`` (when given) must also be the Deployment's replica count.
+    """
+    if deployment is None:
+        return False
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    replicas = int(spec.get("replicas", 1))
+    if want is not None and replicas != want:
+        return False
+    generation = int((deployment.get("metadata") or {}).get("generation") or 0)
+    return (
+        int(status.get("observedGeneration") or 0) >= generation
+        and int(status.get("updatedReplicas") or 0) >= replicas
+        and int(status.get("readyReplicas") or 0) >= replicas
+        and int(status.get("replicas") or 0) <= replicas
+    )
+
+
+def deadline_exceeded_by_controller(deployment: Mapping[str, Any] | None) -> bool:
+    """Whether the Deployment controller reports ProgressDeadlineExceeded."""
+    condition = get_condition(
+        ((deployment or {}).get("status") or {}).get("conditions"), "Progressing"
+    )
+    return bool(
+        condition
+        and condition.get("status") == "False"
+        and condition.get("reason") == "ProgressDeadlineExceeded"
+    )
+
+
+def model_restarts(pods: Sequence[Mapping[str, Any]], uri: str) -> int:
+    """The highest container restart count among pods of model ``uri``."""
+    digest = model_hash(uri)
+    return max(
+        (
+            int(s.get("restartCount") or 0)
+            for pod in pods
+            if ((pod.get("metadata") or {}).get("labels") or {}).get(MODEL_HASH_LABEL) == digest
+            for s in (pod.get("status") or {}).get("containerStatuses") or []
+        ),
+        default=0,
+    )
+
+
+# -------------------------------------------------------------------------- the decision
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post (one per transition)."""
+
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class CanaryPlan:
+    """The canary Deployment to run."""
+
+    model: ResolvedModel
+    replicas: int
+
+
+@dataclass(frozen=True)
+class RolloutMetric:
+    """A rollout counter increment (``started``, ``promoted``, ``rolled_back``, ``degraded``).
+
+    ``seconds`` is the rollout's duration when it ended.
+    """
+
+    event: str
+    seconds: float | None = None
+
+
+@dataclass
+class Decision:
+    """The desired children, the whole status, and what to report."""
+
+    status: dict[str, Any]
+    #: Model of ``<name>-stable`` (None: no stable Deployment yet, and none to create).
+    stable_model: ResolvedModel | None
+    #: Replicas of the stable Deployment (None: left to the HPA).
+    stable_replicas: int | None
+    #: The canary to run (None: ``<name>-canary`` must not exist).
+    canary: CanaryPlan | None
+    #: Whether an HPA should exist.
+    autoscale: bool
+    events: list[Event] = field(default_factory=list)
+    metrics: list[RolloutMetric] = field(default_factory=list)
+    #: Reconcile again after this many seconds even if nothing changes (pause, deadline).
+    requeue_after: float | None = None
+
+    @property
+    def phase(self) -> str:
+        return str(self.status["phase"])
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        return list(self.status["conditions"])
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _seconds_since(text: Any, now: datetime) -> float | None:
+    moment = _parse_time(text)
+    return None if moment is None else (now - moment).total_seconds()
+
+
+class _History:
+    """The bounded rollout history (newest last)."""
+
+    def __init__(self, records: Sequence[Mapping[str, Any]] | None) -> None:
+        self.records: list[dict[str, Any]] = [dict(r) for r in records or ()]
+
+    def current(self, uri: str) -> dict[str, Any] | None:
+        """The newest InProgress record of ``uri``."""
+        matches = [
+            r
+            for r in self.records
+            if r.get("model") == uri and r.get("outcome") == RolloutOutcome.IN_PROGRESS.value
+        ]
+        return matches[-1] if matches else None
+
+    def start(self, uri: str, strategy: str, now: datetime) -> None:
+        self.records.append(
+            {
+                "model": uri,
+                "strategy": strategy,
+                "outcome": RolloutOutcome.IN_PROGRESS.value,
+                "startTime": rfc3339(now),
+            }
+        )
+        del self.records[: max(0, len(self.records) - MAX_HISTORY)]
+
+    def end(self, uri: str, outcome: RolloutOutcome, now: datetime, message: str) -> float | None:
+        """Close the InProgress record of ``uri``; its duration in seconds (None if none)."""
+        record = self.current(uri)
+        if record is None:
+            return None
+        record["outcome"] = outcome.value
+        record["endTime"] = rfc3339(now)
+        record["message"] = message[:1024]
+        return _seconds_since(record.get("startTime"), now)
+
+
+def _conditions(
+    previous: Sequence[Mapping[str, Any]] | None,
+    phase: DeploymentPhase,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+    degraded_reason: str | None = None,
+) -> list[dict[str, Any]]:
+    """Ready / Progressing / Degraded for ``phase`` (see the module docstring)."""
+    available = phase == DeploymentPhase.AVAILABLE
+    progressing = phase == DeploymentPhase.PROGRESSING
+    degraded = phase in (DeploymentPhase.DEGRADED, DeploymentPhase.ROLLED_BACK)
+    out = set_condition(
+        previous,
+        type=ConditionType.READY,
+        status=ConditionStatus.TRUE if available else ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    out = set_condition(
+        out,
+        type=ConditionType.PROGRESSING,
+        status=ConditionStatus.TRUE if progressing else ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return set_condition(
+        out,
+        type=ConditionType.DEGRADED,
+        status=ConditionStatus.TRUE if degraded else ConditionStatus.FALSE,
+        reason=degraded_reason or reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+
+
+def _desired_replicas(spec: ModelDeploymentSpec, stable: Mapping[str, Any] | None) -> int:
+    if spec.autoscaling is None:
+        return spec.replicas
+    observed = (stable or {}).get("spec", {}).get("replicas")
+    return int(observed) if observed is not None else spec.autoscaling.min_replicas
+
+
+def decide(
+    spec: ModelDeploymentSpec,
+    model: ResolvedModel | ModelNotReady,
+    observed: Observed,
+    status: Mapping[str, Any] | None,
+    now: datetime,
+    *,
+    name: str,
+    namespace: str,
+    generation: int | None,
+) -> Decision:
+    """The rollout state machine: (spec, model, observed children, status, now) -> decision."""
+    return _Rollout(spec, model, observed, status or {}, now, name, namespace, generation).run()
+
+
+class _Rollout:
+    """One evaluation of :func:`decide` (a class only to share its inputs between steps)."""
+
+    def __init__(
+        self,
+        spec: ModelDeploymentSpec,
+        model: ResolvedModel | ModelNotReady,
+        observed: Observed,
+        status: Mapping[str, Any],
+        now: datetime,
+        name: str,
+        namespace: str,
+        generation: int | None,
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.observed = observed
+        self.prev = status
+        self.now = now
+        self.generation = generation
+        self.history = _History(status.get("history"))
+        self.total = _desired_replicas(spec, observed.stable)
+        self.stable_model = deployment_model(observed.stable)
+        self.canary_model = deployment_model(observed.canary)
+        self.events: list[Event] = []
+        self.metrics: list[RolloutMetric] = []
+        self.status: dict[str, Any] = {
+            "observedGeneration": generation,
+            "stableModel": status.get("stableModel"),
+            "failedModel": status.get("failedModel"),
+            "canaryModel": None,
+            "canaryWeight": None,
+            "step": None,
+            "stepStartTime": None,
+            "rolloutStartTime": status.get("rolloutStartTime"),
+            "url": service_url(name, namespace, spec.runtime.port),
+        }
+        self.deadline = float(spec.progress_deadline_seconds)
+
+    # -- helpers
+
+    def _stable_replicas(self) -> int | None:
+        # With autoscaling, the HPA owns the count once the Deployment exists.
+        if self.spec.autoscaling is not None and self.observed.stable is not None:
+            return None
+        return self.total
+
+    def _finish(
+        self,
+        phase: DeploymentPhase,
+        reason: str,
+        message: str,
+        *,
+        stable: ResolvedModel | None,
+        canary: CanaryPlan | None = None,
+        requeue: float | None = None,
+        degraded_reason: str | None = None,
+    ) -> Decision:
+        status = self.status
+        status["phase"] = phase.value
+        canary_ready = ready_replicas(self.observed.canary) if canary is not None else 0
+        status["replicas"] = self.total + (canary.replicas if canary else 0)
+        status["readyReplicas"] = ready_replicas(self.observed.stable) + canary_ready
+        status["history"] = self.history.records or None
+        if phase != DeploymentPhase.PROGRESSING:
+            status["rolloutStartTime"] = None
+        status["conditions"] = _conditions(
+            self.prev.get("conditions"),
+            phase,
+            reason,
+            message,
+            self.generation,
+            self.now,
+            degraded_reason,
+        )
+        return Decision(
+            status=status,
+            stable_model=stable,
+            stable_replicas=self._stable_replicas() if stable is not None else None,
+            canary=canary,
+            autoscale=self.spec.autoscaling is not None and stable is not None,
+            events=self.events,
+            metrics=self.metrics,
+            requeue_after=None if requeue is None else max(requeue, 0.0),
+        )
+
+    def _supersede_canary(self, why: str) -> None:
+        """The running canary's model is no longer wanted: close its rollout."""
+        if self.canary_model is None:
+            return
+        seconds = self.history.end(self.canary_model.uri, RolloutOutcome.SUPERSEDED, self.now, why)
+        if seconds is not None:
+            self.metrics.append(RolloutMetric("superseded", seconds))
+
+    def _start(self, model: ResolvedModel, strategy: StrategyType) -> None:
+        # Idempotent: after a crash between the status write and the child writes, the
+        # same rollout is started again without a second history record.
+        self.status["rolloutStartTime"] = rfc3339(self.now)
+        if self.history.current(model.uri) is None:
+            self.history.start(model.uri, strategy.value, self.now)
+            self.metrics.append(RolloutMetric("started"))
+
+    def _remaining(self) -> float:
+        elapsed = _seconds_since(self.status.get("rolloutStartTime"), self.now) or 0.0
+        return self.deadline - elapsed
+
+    # -- the machine
+
+    def run(self) -> Decision:
+        model = self.model
+        if isinstance(model, ModelNotReady):
+            return self._pending(model)
+        if self.observed.stable is None or self.stable_model is None:
+            return self._first(model)
+        if self.stable_model.uri == model.uri:
+            if self.canary_model is not None and self.canary_model.uri == model.uri:
+                return self._promoting(model)
+            if self.canary_model is not None:
+                self._supersede_canary(f"superseded: model set back to {model.uri}")
+            return self._settle(model)
+        if self.spec.strategy.type == StrategyType.ROLLING_UPDATE:
+            if self.canary_model is not None:
+                self._supersede_canary(f"superseded by a rolling update to {model.uri}")
+            self._start(model, StrategyType.ROLLING_UPDATE)
+            self.events.append(
+                Event(
+                    Reason.ROLLOUT_STARTED, f"rolling update to model {model.uri} ({model.version})"
+                )
+            )
+            return self._finish(
+                DeploymentPhase.PROGRESSING,
+                Reason.ROLLOUT_STARTED,
+                f"rolling update to model {model.uri} started",
+                stable=model,
+                requeue=self.deadline,
+            )
+        if model.uri == self.status.get("failedModel") and self.spec.auto_rollback:
+            return self._rolled_back(model)
+        if self.canary_model is None or self.canary_model.uri != model.uri:
+            return self._start_canary(model)
+        return self._canary_step(model)
+
+    def _pending(self, why: ModelNotReady) -> Decision:
+        self._supersede_canary(f"superseded: {why.message}")
+        serving = f"; still serving {self.stable_model.uri}" if self.stable_model else ""
+        return self._finish(
+            DeploymentPhase.PENDING,
+            Reason.MODEL_NOT_READY,
+            why.message + serving,
+            stable=self.stable_model,
+        )
+
+    def _first(self, model: ResolvedModel) -> Decision:
+        """No stable Deployment: serve the model on a new stable directly."""
+        if self.canary_model is not None and self.canary_model.uri != model.uri:
+            self._supersede_canary(f"superseded: stable recreated with {model.uri}")
+        if self.history.current(model.uri) is None:
+            self._start(model, StrategyType.ROLLING_UPDATE)
+            self.events.append(
+                Event(Reason.ROLLOUT_STARTED, f"deploying model {model.uri} ({model.version})")
+            )
+        return self._finish(
+            DeploymentPhase.PROGRESSING,
+            Reason.ROLLOUT_STARTED,
+            f"deploying model {model.uri}: stable Deployment created",
+            stable=model,
+            requeue=self._remaining(),
+        )
+
+    def _settle(self, model: ResolvedModel) -> Decision:
+        """The stable carries the model: rolled out (Available), or on its way."""
+        stable = self.observed.stable
+        ready = ready_replicas(stable)
+        if rolled_out(stable, None if self.spec.autoscaling else self.total):
+            if self.status.get("stableModel") != model.uri:
+                self.status["stableModel"] = model.uri
+            seconds = self.history.end(
+                model.uri, RolloutOutcome.PROMOTED, self.now, f"model {model.uri} rolled out"
+            )
+            if seconds is not None:
+                self.metrics.append(RolloutMetric("promoted", seconds))
+                self.events.append(Event(Reason.AVAILABLE, f"model {model.uri} is available"))
+            return self._finish(
+                DeploymentPhase.AVAILABLE,
+                Reason.AVAILABLE,
+                f"serving model {model.uri} ({model.version}) on {ready}/{self.total} ready replicas",
+                stable=model,
+            )
+        in_rollout = self.history.current(model.uri) is not None
+        if in_rollout and self.status.get("rolloutStartTime") is None:
+            self.status["rolloutStartTime"] = rfc3339(self.now)
+        late = (in_rollout and self._remaining() <= 0) or deadline_exceeded_by_controller(stable)
+        if late:
+            message = (
+                f"model {model.uri}: {ready}/{self.total} replicas ready after "
+                f"progressDeadlineSeconds={self.spec.progress_deadline_seconds}"
+            )
+            seconds = self.history.end(model.uri, RolloutOutcome.DEGRADED, self.now, message)
+            if seconds is not None:
+                self.metrics.append(RolloutMetric("degraded", seconds))
+            if self.prev.get("phase") != DeploymentPhase.DEGRADED:
+                self.events.append(Event(Reason.PROGRESS_DEADLINE_EXCEEDED, message, warning=True))
+            return self._finish(
+                DeploymentPhase.DEGRADED,
+                Reason.PROGRESS_DEADLINE_EXCEEDED,
+                message,
+                stable=model,
+            )
+        if in_rollout:
+            return self._finish(
+                DeploymentPhase.PROGRESSING,
+                Reason.ROLLOUT_STARTED,
+                f"rolling out model {model.uri}: {ready}/{self.total} replicas ready",
+                stable=model,
+                requeue=self._remaining(),
+            )
+        return self._finish(
+            DeploymentPhase.PROGRESSING,
+            Reason.REPLICAS_NOT_READY,
+            f"serving model {model.uri}: {ready}/{self.total} replicas ready",
+            stable=model,
+        )
+
+    def _promoting(self, model: ResolvedModel) -> Decision:
+        """The stable took the canary's model: remove the canary once the stable is rolled out."""
+        steps = self.spec.strategy.steps or []
+        if rolled_out(self.observed.stable, None if self.spec.autoscaling else self.total):
+            self.status["stableModel"] = model.uri
+            seconds = self.history.end(
+                model.uri,
+                RolloutOutcome.PROMOTED,
+                self.now,
+                f"model {model.uri} promoted to stable",
+            )
+            self.metrics.append(RolloutMetric("promoted", seconds))
+            self.events.append(Event(Reason.PROMOTED, f"model {model.uri} promoted to stable"))
+            return self._finish(
+                DeploymentPhase.AVAILABLE,
+                Reason.PROMOTED,
+                f"serving model {model.uri} ({model.version}); canary promoted",
+                stable=model,
+            )
+        weight = steps[-1].weight if steps else 100
+        current = self.observed.canary or {}
+        replicas = int((current.get("spec") or {}).get("replicas") or 0) or canary_replicas(
+            self.total, weight
+        )
+        self.status.update(canaryModel=model.uri, canaryWeight=weight, step=max(len(steps) - 1, 0))
+        if self.status.get("rolloutStartTime") is None:
+            self.status["rolloutStartTime"] = rfc3339(self.now)
+        ready = ready_replicas(self.observed.stable)
+        if self._remaining() <= 0:
+            message = (
+                f"promoting model {model.uri}: stable {ready}/{self.total} ready after "
+                f"progressDeadlineSeconds={self.spec.progress_deadline_seconds}"
+            )
+            if self.prev.get("phase") != DeploymentPhase.DEGRADED:
+                self.events.append(Event(Reason.PROGRESS_DEADLINE_EXCEEDED, message, warning=True))
+            return self._finish(
+                DeploymentPhase.DEGRADED,
+                Reason.PROGRESS_DEADLINE_EXCEEDED,
+                message,
+                stable=model,
+                canary=CanaryPlan(model, replicas),
+            )
+        return self._finish(
+            DeploymentPhase.PROGRESSING,
+            Reason.PROMOTED,
+            f"promoting model {model.uri}: stable {ready}/{self.total} replicas updated and ready",
+            stable=model,
+            canary=CanaryPlan(model, replicas),
+            requeue=self._remaining(),
+        )
+
+    def _rolled_back(self, model: ResolvedModel) -> Decision:
+        """The spec names the model that was rolled back: keep the stable, run no canary."""
+        if self.canary_model is not None:
+            self._supersede_canary(f"superseded: model set to {model.uri}, which was rolled back")
+        previous = get_condition(self.prev.get("conditions"), ConditionType.DEGRADED) or {}
+        if previous.get("status") == ConditionStatus.TRUE and self.prev.get("phase") == (
+            DeploymentPhase.ROLLED_BACK
+        ):
+            cause, message = str(previous.get("reason")), str(previous.get("message"))
+        else:
+            cause = Reason.ROLLED_BACK
+            message = f"model {model.uri} was rolled back; set a different model to roll out"
+        return self._finish(
+            DeploymentPhase.ROLLED_BACK,
+            Reason.ROLLED_BACK,
+            message,
+            stable=self.stable_model,
+            degraded_reason=cause,
+        )
+
+    def _start_canary(self, model: ResolvedModel) -> Decision:
+        steps = self.spec.strategy.steps or []
+        if self.canary_model is not None:
+            self._supersede_canary(f"superseded by model {model.uri}")
+            self.events.append(
+                Event(
+                    Reason.CANARY_RESTARTED,
+                    f"canary restarted with model {model.uri} (was {self.canary_model.uri})",
+                )
+            )
+        self._start(model, StrategyType.CANARY)
+        weight = steps[0].weight
+        self.status.update(canaryModel=model.uri, canaryWeight=weight, step=0)
+        self.events.append(
+            Event(Reason.CANARY_STARTED, f"canary of model {model.uri} started at {weight}%")
+        )
+        return self._finish(
+            DeploymentPhase.PROGRESSING,
+            Reason.CANARY_STARTED,
+            f"canary of model {model.uri} at step 0 ({weight}%); stable serves {self.stable_model.uri if self.stable_model else '-'}",
+            stable=self.stable_model,
+            canary=CanaryPlan(model, canary_replicas(self.total, weight)),
+            requeue=self.deadline,
+        )
+
+    def _canary_step(self, model: ResolvedModel) -> Decision:
+        steps = self.spec.strategy.steps or []
+        stored_step = self.prev.get("step")
+        same = self.prev.get("canaryModel") == model.uri
+        step = stored_step if same and isinstance(stored_step, int) else 0
+        step = min(max(step, 0), len(steps) - 1)
+        if not same or self.status.get("rolloutStartTime") is None:
+            # Status lost (or written by an older rollout): restart this step's clocks.
+            self.status["rolloutStartTime"] = rfc3339(self.now)
+        if self.history.current(model.uri) is None:
+            self.history.start(model.uri, StrategyType.CANARY.value, self.now)
+        weight = steps[step].weight
+        want = canary_replicas(self.total, weight)
+        self.status.update(canaryModel=model.uri, canaryWeight=weight, step=step)
+        restarts = model_restarts(self.observed.canary_pods, model.uri)
+        if restarts > self.spec.max_canary_restarts:
+            return self._canary_failed(
+                model,
+                Reason.CRASH_LOOP,
+                f"a canary container of model {model.uri} restarted {restarts} times "
+                f"(maxCanaryRestarts={self.spec.max_canary_restarts})",
+                want,
+            )
+        canary = self.observed.canary
+        ready = (
+            rolled_out(canary, want)
+            and self.canary_model is not None
+            and self.canary_model.uri == model.uri
+        )
+        if not ready:
+            remaining = self._remaining()
+            if remaining <= 0:
+                return self._canary_failed(
+                    model,
+                    Reason.PROGRESS_DEADLINE_EXCEEDED,
+                    f"canary of model {model.uri} not Ready within "
+                    f"progressDeadlineSeconds={self.spec.progress_deadline_seconds} at step "
+                    f"{step} ({weight}%): {ready_replicas(canary)}/{want} replicas ready",
+                    want,
+                )
+            return self._finish(
+                DeploymentPhase.PROGRESSING,
+                Reason.CANARY_STEP,
+                f"canary of model {model.uri} at step {step} ({weight}%): waiting for "
+                f"{ready_replicas(canary)}/{want} replicas to be ready",
+                stable=self.stable_model,
+                canary=CanaryPlan(model, want),
+                requeue=remaining,
+            )
+        ready_since = self.prev.get("stepStartTime") if same and stored_step == step else None
+        ready_since = ready_since or rfc3339(self.now)
+        pause = duration_seconds(steps[step].pause, f"strategy.steps[{step}].pause")
+        held = _seconds_since(ready_since, self.now) or 0.0
+        if held < pause:
+            self.status["stepStartTime"] = ready_since
+            return self._finish(
+                DeploymentPhase.PROGRESSING,
+                Reason.CANARY_STEP,
+                f"canary of model {model.uri} at step {step} ({weight}%) is Ready; "
+                f"holding {steps[step].pause}",
+                stable=self.stable_model,
+                canary=CanaryPlan(model, want),
+                requeue=pause - held,
+            )
+        if step + 1 < len(steps):
+            nxt = step + 1
+            weight = steps[nxt].weight
+            self.status.update(step=nxt, canaryWeight=weight, rolloutStartTime=rfc3339(self.now))
+            self.events.append(
+                Event(
+                    Reason.CANARY_STEP,
+                    f"canary of model {model.uri} advanced to step {nxt} ({weight}%)",
+                )
+            )
+            return self._finish(
+                DeploymentPhase.PROGRESSING,
+                Reason.CANARY_STEP,
+                f"canary of model {model.uri} at step {nxt} ({weight}%)",
+                stable=self.stable_model,
+                canary=CanaryPlan(model, canary_replicas(self.total, weight)),
+                requeue=self.deadline,
+            )
+        # Last step held: the stable takes the model; the canary stays until it is rolled out.
+        self.status["rolloutStartTime"] = rfc3339(self.now)
+        self.events.append(
+            Event(
+                Reason.CANARY_STEP,
+                f"canary of model {model.uri} passed every step; promoting it to stable",
+            )
+        )
+        return self._finish(
+            DeploymentPhase.PROGRESSING,
+            Reason.PROMOTED,
+            f"promoting model {model.uri} to stable",
+            stable=model,
+            canary=CanaryPlan(model, want),
+            requeue=self.deadline,
+        )
+
+    def _canary_failed(self, model: ResolvedModel, cause: str, message: str, want: int) -> Decision:
+        if not self.spec.auto_rollback:
+            if self.prev.get("phase") != DeploymentPhase.DEGRADED:
+                self.events.append(Event(cause, message + " (autoRollback is off)", warning=True))
+            self.status["stepStartTime"] = None
+            return self._finish(
+                DeploymentPhase.DEGRADED,
+                cause,
+                message + " (autoRollback is off)",
+                stable=self.stable_model,
+                canary=CanaryPlan(model, want),
+            )
+        seconds = self.history.end(model.uri, RolloutOutcome.ROLLED_BACK, self.now, message)
+        self.metrics.append(RolloutMetric("rolled_back", seconds))
+        self.events.append(
+            Event(Reason.ROLLED_BACK, f"rolled back model {model.uri}: {message}", warning=True)
+        )
+        self.status.update(failedModel=model.uri, canaryModel=None, canaryWeight=None, step=None)
+        return self._finish(
+            DeploymentPhase.ROLLED_BACK,
+            Reason.ROLLED_BACK,
+            f"rolled back model {model.uri}: {message}",
+            stable=self.stable_model,
+            degraded_reason=cause,
+        )
+
+
+def canary_weight_of(status: Mapping[str, Any]) -> int:
+    """The canary weight to export as a gauge (0 without a canary)."""
+    return int(status.get("canaryWeight") or 0)
+
+
+__all__ = [
+    "CANARY",
+    "STABLE",
+    "CanaryPlan",
+    "Decision",
+    "Event",
+    "ModelNotReady",
+    "Observed",
+    "ResolvedModel",
+    "RolloutMetric",
+    "build_hpa",
+    "build_service",
+    "build_serving_deployment",
+    "canary_replicas",
+    "decide",
+    "deployment_model",
+    "label_value",
+    "resolve_model",
+]
