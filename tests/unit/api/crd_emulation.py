@@ -9,6 +9,10 @@ with ``self`` (and on update ``oldSelf``) bound to its node. The CEL side uses c
 with the Kubernetes list-library functions the CRDs use registered with their Kubernetes
 semantics. The pydantic side validates exactly as ``kyklos.api.common.validate_wire``.
 
+A manifest's ``status`` is validated with the rest of the object, which is what the API
+server does when the status is written through the ``/status`` subresource (a create
+drops it; the integration test writes such statuses through /status).
+
 Every error is a (path, message) pair; a path is a tuple of keys and indexes from the
 object's root, so tests can check that errors name the field at fault.
 """

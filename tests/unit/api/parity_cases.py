@@ -1,0 +1,442 @@
+"""The manifests the parity tests judge: good ones, and bad ones naming the field at fault.
+
+Shared by the unit parity test (pydantic vs. the emulated API server) and the integration
+test that sends the same manifests to a real kube-apiserver with server-side dry-run.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kyklos.api.common import API_VERSION
+
+DELETE = object()
+
+
+def manifest(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": "x"}, "spec": spec}
+
+
+DATASET = manifest(
+    "Dataset",
+    {
+        "source": {"uri": "s3://data/churn.parquet", "format": "parquet"},
+        "schema": {
+            "features": [
+                {"name": "tenure", "type": "numeric"},
+                {"name": "plan", "type": "categorical", "maxNullFraction": 0.1},
+            ],
+            "target": "churned",
+        },
+        "validation": {"minRows": 10, "maxNullFraction": 0.2},
+        "profile": {"sampleSize": 500, "bins": 8, "topK": 10},
+        "refreshInterval": "1h30m",
+    },
+)
+TRAINING = manifest(
+    "TrainingJob",
+    {
+        "datasetRef": {"name": "churn", "version": "sha256-abc"},
+        "image": "registry.example.com/ml/trainer:1.2.3",
+        "command": ["python", "-m", "train"],
+        "args": ["--verbose"],
+        "env": {"LOG_LEVEL": "debug"},
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2}},
+        "nodeSelector": {"pool": "gpu"},
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "hyperparameters": {"lr": "0.1"},
+        "workers": 2,
+        "backoffLimit": 1,
+        "activeDeadlineSeconds": 3600,
+        "ttlSecondsAfterFinished": 60,
+        "output": {"modelUri": "s3://models/{namespace}/{name}/{run}"},
+        "evaluation": {"metric": "auc", "threshold": 0.8, "direction": "max"},
+        "queueName": "team-a",
+    },
+)
+DEPLOYMENT = manifest(
+    "ModelDeployment",
+    {
+        "model": {"uri": "s3://models/churn/1"},
+        "runtime": {"image": "python:3.12-slim", "port": 9000, "healthPath": "/ready"},
+        "replicas": 3,
+        "strategy": {"type": "Canary", "steps": [{"weight": 10}, {"weight": 50, "pause": "2m"}]},
+    },
+)
+DRIFT = manifest(
+    "DriftMonitor",
+    {
+        "modelDeploymentRef": {"name": "churn-model"},
+        "reference": {"datasetRef": {"name": "churn"}},
+        "current": {"datasetRef": {"name": "churn-now"}},
+        "features": ["tenure", "plan"],
+        "method": {"numeric": "ks", "categorical": "chi2"},
+        "thresholds": {"ks": 0.01, "driftShare": 0.3},
+        "interval": "15m",
+        "retrain": {
+            "template": {"datasetRef": {"name": "churn"}, "image": "trainer:1"},
+            "useCurrentData": True,
+            "cooldown": "2h",
+            "maxRetrains": 5,
+            "promote": "canary",
+        },
+    },
+)
+BASES = {"Dataset": DATASET, "TrainingJob": TRAINING, "ModelDeployment": DEPLOYMENT}
+BASES["DriftMonitor"] = DRIFT
+
+
+def set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    keys: list[str | int] = [int(k) if k.isdigit() else k for k in dotted.split(".")]
+    node: Any = doc
+    for key in keys[:-1]:
+        node = node[key]
+    if value is DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+
+
+@dataclass
+class Case:
+    """A manifest derived from a base by setting (or deleting) fields."""
+
+    id: str
+    kind: str
+    changes: dict[str, Any] = field(default_factory=dict)
+    at: str = ""  # for bad cases: the field path both sides must name
+    base: Callable[[], dict[str, Any]] | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        doc = copy.deepcopy(self.base() if self.base else BASES[self.kind])
+        for dotted, value in self.changes.items():
+            set_path(doc, dotted, value)
+        return doc
+
+
+GOOD = [
+    Case("dataset-full", "Dataset"),
+    Case(
+        "dataset-minimal",
+        "Dataset",
+        {
+            "spec": {
+                "source": {"uri": "file:///data/x.csv"},
+                "schema": {"features": [{"name": "a", "type": "numeric"}]},
+            }
+        },
+    ),
+    Case("dataset-bounds-inclusive", "Dataset", {"spec.validation.maxNullFraction": 1}),
+    Case("dataset-null-optional", "Dataset", {"spec.refreshInterval": None}),
+    Case("training-full", "TrainingJob"),
+    Case(
+        "training-minimal",
+        "TrainingJob",
+        {"spec": {"datasetRef": {"name": "d"}, "image": "ghcr.io/kyklos/kyklos:0.1.0"}},
+    ),
+    Case("training-image-digest", "TrainingJob", {"spec.image": "trainer@sha256:" + "a" * 64}),
+    Case(
+        "training-with-status",
+        "TrainingJob",
+        {
+            "status": {
+                "phase": "Succeeded",
+                "startTime": "2026-11-23T10:00:00Z",
+                "metrics": {"auc": 0.91},
+                "evaluation": {"metric": "auc", "value": 0.91, "threshold": 0.8, "accepted": True},
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "Succeeded"},
+                    {"type": "ModelAccepted", "status": "True", "reason": "ThresholdMet"},
+                ],
+            }
+        },
+    ),
+    Case("deployment-canary", "ModelDeployment"),
+    Case(
+        "deployment-rolling-autoscaled",
+        "ModelDeployment",
+        {
+            "spec.model": {"fromTrainingJob": "churn-train-1", "version": "v2"},
+            "spec.strategy": {"type": "RollingUpdate"},
+            "spec.autoscaling": {"minReplicas": 2, "maxReplicas": 2},
+        },
+    ),
+    Case("deployment-defaults", "ModelDeployment", {"spec.strategy": DELETE}),
+    Case("drift-full", "DriftMonitor"),
+    Case(
+        "drift-promote-none-without-deployment",
+        "DriftMonitor",
+        {"spec.modelDeploymentRef": DELETE, "spec.retrain.promote": "none"},
+    ),
+    Case(
+        "drift-files-without-retrain",
+        "DriftMonitor",
+        {
+            "spec.current": {"source": {"uri": "pvc://logs/scoring/*.csv", "window": 3}},
+            "spec.retrain": DELETE,
+            "spec.thresholds.driftShare": 1,
+        },
+    ),
+]
+
+BAD = [
+    # Dataset
+    Case("dataset-no-uri", "Dataset", {"spec.source.uri": DELETE}, at="spec.source.uri"),
+    Case("dataset-empty-uri", "Dataset", {"spec.source.uri": ""}, at="spec.source.uri"),
+    Case("dataset-format-enum", "Dataset", {"spec.source.format": "xlsx"}, at="spec.source.format"),
+    Case("dataset-no-features", "Dataset", {"spec.schema.features": []}, at="spec.schema.features"),
+    Case(
+        "dataset-feature-type",
+        "Dataset",
+        {"spec.schema.features.0.type": "text"},
+        at="spec.schema.features.0.type",
+    ),
+    Case(
+        "dataset-duplicate-features",
+        "Dataset",
+        {"spec.schema.features.1.name": "tenure"},
+        at="spec.schema.features",
+    ),
+    Case(
+        "dataset-feature-name-too-long",
+        "Dataset",
+        {"spec.schema.features.0.name": "f" * 257},
+        at="spec.schema.features.0.name",
+    ),
+    Case(
+        "dataset-null-fraction-above-1",
+        "Dataset",
+        {"spec.validation.maxNullFraction": 1.5},
+        at="spec.validation.maxNullFraction",
+    ),
+    Case(
+        "dataset-negative-rows",
+        "Dataset",
+        {"spec.validation.minRows": -1},
+        at="spec.validation.minRows",
+    ),
+    Case(
+        "dataset-rows-as-string",
+        "Dataset",
+        {"spec.validation.minRows": "10"},
+        at="spec.validation.minRows",
+    ),
+    Case("dataset-one-bin", "Dataset", {"spec.profile.bins": 1}, at="spec.profile.bins"),
+    Case(
+        "dataset-bad-duration",
+        "Dataset",
+        {"spec.refreshInterval": "1 hour"},
+        "spec.refreshInterval",
+    ),
+    Case("dataset-unknown-field", "Dataset", {"spec.source.bucket": "b"}, at="spec.source.bucket"),
+    Case(
+        "dataset-secret-name",
+        "Dataset",
+        {"spec.source.secretRef": {"name": "Bad_Name"}},
+        at="spec.source.secretRef.name",
+    ),
+    Case("dataset-no-spec", "Dataset", {"spec": DELETE}, at="spec"),
+    # TrainingJob
+    Case("training-zero-workers", "TrainingJob", {"spec.workers": 0}, at="spec.workers"),
+    Case("training-bad-image", "TrainingJob", {"spec.image": "Not An Image"}, at="spec.image"),
+    Case("training-no-dataset", "TrainingJob", {"spec.datasetRef": DELETE}, at="spec.datasetRef"),
+    Case(
+        "training-snake-case-field",
+        "TrainingJob",
+        {"spec.dataset_ref": {"name": "d"}, "spec.datasetRef": DELETE},
+        at="spec.dataset_ref",
+    ),
+    Case(
+        "training-direction-enum",
+        "TrainingJob",
+        {"spec.evaluation.direction": "up"},
+        at="spec.evaluation.direction",
+    ),
+    Case(
+        "training-no-metric",
+        "TrainingJob",
+        {"spec.evaluation.metric": DELETE},
+        at="spec.evaluation.metric",
+    ),
+    Case(
+        "training-bad-quantity",
+        "TrainingJob",
+        {"spec.resources.limits.cpu": "lots"},
+        at="spec.resources.limits.cpu",
+    ),
+    Case(
+        "training-bool-quantity",
+        "TrainingJob",
+        {"spec.resources.requests.memory": True},
+        at="spec.resources.requests.memory",
+    ),
+    Case("training-env-number", "TrainingJob", {"spec.env.LOG_LEVEL": 5}, at="spec.env.LOG_LEVEL"),
+    Case(
+        "training-env-too-many",
+        "TrainingJob",
+        {"spec.env": {f"V{i}": "x" for i in range(129)}},
+        at="spec.env",
+    ),
+    Case("training-port-range", "TrainingJob", {"spec.masterPort": 70000}, at="spec.masterPort"),
+    Case(
+        "training-toleration-operator",
+        "TrainingJob",
+        {"spec.tolerations.0.operator": "Maybe"},
+        at="spec.tolerations.0.operator",
+    ),
+    Case(
+        "training-zero-deadline",
+        "TrainingJob",
+        {"spec.activeDeadlineSeconds": 0},
+        at="spec.activeDeadlineSeconds",
+    ),
+    Case("training-suspend-string", "TrainingJob", {"spec.suspend": "yes"}, at="spec.suspend"),
+    Case(
+        "training-status-phase",
+        "TrainingJob",
+        {"status": {"phase": "Exploded"}},
+        at="status.phase",
+    ),
+    # ModelDeployment
+    Case(
+        "deployment-two-model-sources",
+        "ModelDeployment",
+        {"spec.model.fromTrainingJob": "tj"},
+        at="spec.model",
+    ),
+    Case("deployment-no-model-source", "ModelDeployment", {"spec.model": {}}, at="spec.model"),
+    Case(
+        "deployment-canary-without-steps",
+        "ModelDeployment",
+        {"spec.strategy.steps": DELETE},
+        at="spec.strategy.steps",
+    ),
+    Case(
+        "deployment-decreasing-weights",
+        "ModelDeployment",
+        {"spec.strategy.steps": [{"weight": 50}, {"weight": 20}]},
+        at="spec.strategy.steps",
+    ),
+    Case(
+        "deployment-repeated-weights",
+        "ModelDeployment",
+        {"spec.strategy.steps": [{"weight": 20}, {"weight": 20}, {"weight": 60}]},
+        at="spec.strategy.steps",
+    ),
+    Case(
+        "deployment-zero-weight",
+        "ModelDeployment",
+        {"spec.strategy.steps.0.weight": 0},
+        at="spec.strategy.steps.0.weight",
+    ),
+    Case(
+        "deployment-weight-over-100",
+        "ModelDeployment",
+        {"spec.strategy.steps.1.weight": 101},
+        at="spec.strategy.steps.1.weight",
+    ),
+    Case(
+        "deployment-too-many-steps",
+        "ModelDeployment",
+        {"spec.strategy.steps": [{"weight": w} for w in range(1, 22)]},
+        at="spec.strategy.steps",
+    ),
+    Case(
+        "deployment-bad-pause",
+        "ModelDeployment",
+        {"spec.strategy.steps.0.pause": "soon"},
+        at="spec.strategy.steps.0.pause",
+    ),
+    Case(
+        "deployment-strategy-enum",
+        "ModelDeployment",
+        {"spec.strategy.type": "BlueGreen"},
+        at="spec.strategy.type",
+    ),
+    Case(
+        "deployment-min-above-max",
+        "ModelDeployment",
+        {"spec.autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        at="spec.autoscaling.minReplicas",
+    ),
+    Case(
+        "deployment-autoscaling-no-max",
+        "ModelDeployment",
+        {"spec.autoscaling": {"minReplicas": 2}},
+        at="spec.autoscaling.maxReplicas",
+    ),
+    Case("deployment-port-zero", "ModelDeployment", {"spec.runtime.port": 0}, "spec.runtime.port"),
+    Case(
+        "deployment-relative-health-path",
+        "ModelDeployment",
+        {"spec.runtime.healthPath": "healthz"},
+        at="spec.runtime.healthPath",
+    ),
+    Case("deployment-no-runtime", "ModelDeployment", {"spec.runtime": DELETE}, at="spec.runtime"),
+    # DriftMonitor
+    Case(
+        "drift-two-current-sources",
+        "DriftMonitor",
+        {"spec.current.source": {"uri": "s3://b/*.parquet"}},
+        at="spec.current",
+    ),
+    Case("drift-no-current-source", "DriftMonitor", {"spec.current": {}}, at="spec.current"),
+    Case(
+        "drift-canary-without-deployment",
+        "DriftMonitor",
+        {"spec.modelDeploymentRef": DELETE},
+        at="spec.modelDeploymentRef",
+    ),
+    Case(
+        "drift-default-promote-without-deployment",
+        "DriftMonitor",
+        {"spec.modelDeploymentRef": DELETE, "spec.retrain.promote": DELETE},
+        at="spec.modelDeploymentRef",
+    ),
+    Case(
+        "drift-current-data-from-files",
+        "DriftMonitor",
+        {"spec.current": {"source": {"uri": "s3://b/*.csv"}}},
+        at="spec.retrain.useCurrentData",
+    ),
+    Case(
+        "drift-duplicate-features",
+        "DriftMonitor",
+        {"spec.features": ["tenure", "tenure"]},
+        at="spec.features",
+    ),
+    Case(
+        "drift-method-enum",
+        "DriftMonitor",
+        {"spec.method.numeric": "mmd"},
+        at="spec.method.numeric",
+    ),
+    Case(
+        "drift-zero-share",
+        "DriftMonitor",
+        {"spec.thresholds.driftShare": 0},
+        at="spec.thresholds.driftShare",
+    ),
+    Case("drift-bad-interval", "DriftMonitor", {"spec.interval": "5 minutes"}, "spec.interval"),
+    Case(
+        "drift-zero-window",
+        "DriftMonitor",
+        {"spec.current": {"source": {"uri": "s3://b/*.csv", "window": 0}}},
+        at="spec.current.source.window",
+    ),
+    Case(
+        "drift-template-zero-workers",
+        "DriftMonitor",
+        {"spec.retrain.template.workers": 0},
+        at="spec.retrain.template.workers",
+    ),
+    Case("drift-no-reference", "DriftMonitor", {"spec.reference": DELETE}, at="spec.reference"),
+    Case("drift-small-sample", "DriftMonitor", {"spec.sampleSize": 50}, at="spec.sampleSize"),
+]
+
+
+def path_of(dotted: str) -> tuple[str | int, ...]:
+    return tuple(int(k) if k.isdigit() else k for k in dotted.split("."))
