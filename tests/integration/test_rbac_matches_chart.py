@@ -327,3 +327,76 @@ def test_the_operator_uses_exactly_what_the_chart_grants(
     # The allow-list must not go stale: an entry for something no longer granted is an error.
     stale = set(ALLOWED_UNUSED) - granted
     assert not stale, f"allow-list entries the chart no longer grants: {sorted(stale)}"
+
+
+def _helm(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(resolve_helm()), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_the_chart_installs_upgrades_and_uninstalls_on_a_real_api_server(
+    cluster: Any, k8s: Any, namespace: str
+) -> None:
+    """A platform team's install: every object is accepted, HA peering works on the first
+    install, scaling down removes it, and uninstalling keeps the CRDs (and users' data)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    release = f"kyklos-{namespace[-6:]}"
+    # Watching only the test namespace keeps this operator away from other tests' resources;
+    # --take-ownership adopts CRDs another test may already have created.
+    common = [
+        CHART.as_posix(),
+        "--namespace", namespace,
+        "--take-ownership",
+        "--set", f"watchNamespaces={{{namespace}}}",
+    ]  # fmt: skip
+    install = _helm(cluster.kubeconfig, "install", release, *common, "--set", "replicaCount=2")
+    assert install.returncode == 0, install.stderr
+    try:
+        ext = client.ApiextensionsV1Api(k8s)
+        crds = {c.metadata.name for c in ext.list_custom_resource_definition().items}
+        assert {f"{plural}.kyklos.io" for plural in PLURALS.values()} <= crds
+        assert {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= crds
+        custom = client.CustomObjectsApi(k8s)
+        peering = custom.get_namespaced_custom_object(
+            "kopf.dev", "v1", namespace, "kopfpeerings", "kyklos"
+        )
+        assert peering["metadata"]["name"] == "kyklos"
+        apps = client.AppsV1Api(k8s)
+        deployment = apps.read_namespaced_deployment(release, namespace)
+        assert deployment.spec.replicas == 2
+        policy = client.PolicyV1Api(k8s)
+        assert (
+            policy.read_namespaced_pod_disruption_budget(release, namespace).spec.min_available == 1
+        )
+        rbac = client.RbacAuthorizationV1Api(k8s)
+        assert rbac.read_namespaced_role(release, namespace).rules
+        assert rbac.read_cluster_role(release).rules
+
+        upgrade = _helm(cluster.kubeconfig, "upgrade", release, *common, "--set", "replicaCount=1")
+        assert upgrade.returncode == 0, upgrade.stderr
+        assert apps.read_namespaced_deployment(release, namespace).spec.strategy.type == "Recreate"
+        with pytest.raises(ApiException) as gone:
+            custom.get_namespaced_custom_object(
+                "kopf.dev", "v1", namespace, "kopfpeerings", "kyklos"
+            )
+        assert gone.value.status == 404
+        with pytest.raises(ApiException) as no_pdb:
+            policy.read_namespaced_pod_disruption_budget(release, namespace)
+        assert no_pdb.value.status == 404
+    finally:
+        uninstall = _helm(cluster.kubeconfig, "uninstall", release, "--namespace", namespace)
+    assert uninstall.returncode == 0, uninstall.stderr
+    assert "kept due to the resource policy" in uninstall.stdout + uninstall.stderr
+    crds = {c.metadata.name for c in ext.list_custom_resource_definition().items}
+    assert {f"{plural}.kyklos.io" for plural in PLURALS.values()} <= crds
+    with pytest.raises(ApiException) as no_role:
+        rbac.read_cluster_role(release)
+    assert no_role.value.status == 404
