@@ -1,1 +1,396 @@
-"""kopf handlers for the training controller (being written)."""
+"""kopf handlers of the TrainingJob controller: read (indexes), decide (logic.training), act, report.
+
+Triggers: events of TrainingJobs, of the Datasets they name (through an index of TrainingJobs by
+``spec.datasetRef.name``), and of their Jobs and Services; plus a resync every minute over
+unfinished TrainingJobs that retries a failed reconcile and makes no API call when nothing
+changed. Reads come from kopf's in-memory indexes, so a settled TrainingJob costs no request;
+only the terminal transition lists the Job's pods once, to read the trainer's metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from kyklos.controllers import client, config, metrics, status
+from kyklos.logic import training
+from kyklos.logic.naming import MANAGED_BY, owner_label
+
+log = logging.getLogger("kyklos.training")
+
+KIND = training.KIND
+GROUP, VERSION = "kyklos.io", "v1alpha1"
+CHILD_LABELS: Mapping[str, Any] = {MANAGED_BY: "kyklos", owner_label(KIND): kopf.PRESENT}
+RESYNC_SECONDS = 60.0
+
+IDX_TRAININGJOBS = "training_trainingjobs"
+IDX_BY_DATASET = "training_by_dataset"
+IDX_DATASETS = "training_datasets"
+IDX_JOBS = "training_jobs"
+IDX_SERVICES = "training_services"
+
+Key = tuple[str, str]
+
+
+@dataclass
+class _State:
+    """Process-wide controller state: indexes, per-object locks, what this process wrote."""
+
+    indexes: dict[str, Any] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    locks: dict[Key, threading.Lock] = field(default_factory=dict)
+    # The status this process last wrote, by (namespace, name, uid): newer than an index
+    # snapshot that has not seen our write's watch event yet (only this controller writes it).
+    written: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # Children created but not yet seen by the watch (avoids a second create and its 409).
+    created: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    resync: threading.Thread | None = None
+
+
+_state = _State()
+
+
+# ------------------------------------------------------------------------------------ indexes
+
+
+def _trim(body: Mapping[str, Any], *, spec_keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """A plain snapshot of what the controller reads (indexes keep them in memory)."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    snapshot: dict[str, Any] = json.loads(
+        json.dumps(
+            {
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "metadata": {
+                    k: meta[k]
+                    for k in (
+                        "name",
+                        "namespace",
+                        "uid",
+                        "generation",
+                        "labels",
+                        "annotations",
+                        "ownerReferences",
+                        "deletionTimestamp",
+                    )
+                    if k in meta
+                },
+                "spec": spec if spec_keys is None else {k: spec[k] for k in spec_keys if k in spec},
+                "status": body.get("status") or {},
+            }
+        )
+    )
+    return snapshot
+
+
+def _owner(body: Mapping[str, Any]) -> str | None:
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/"):
+            return str(ref.get("name"))
+    return None
+
+
+@kopf.index(GROUP, VERSION, "trainingjobs", id=IDX_TRAININGJOBS)
+def training_trainingjobs(**kwargs: Any) -> object:
+    """TrainingJobs by (namespace, name)."""
+    return {(kwargs["namespace"], kwargs["name"]): _trim(kwargs["body"])}
+
+
+@kopf.index(GROUP, VERSION, "trainingjobs", id=IDX_BY_DATASET)
+def training_by_dataset(**kwargs: Any) -> object:
+    """TrainingJob names by (namespace, spec.datasetRef.name)."""
+    dataset = (kwargs["spec"].get("datasetRef") or {}).get("name")
+    return {(kwargs["namespace"], dataset): kwargs["name"]} if dataset else None
+
+
+@kopf.index(GROUP, VERSION, "datasets", id=IDX_DATASETS)
+def training_datasets(**kwargs: Any) -> object:
+    """Datasets by (namespace, name): their source and status."""
+    return {(kwargs["namespace"], kwargs["name"]): _trim(kwargs["body"], spec_keys=("source",))}
+
+
+@kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS, id=IDX_JOBS)
+def training_jobs(**kwargs: Any) -> object:
+    """Training Jobs by (namespace, owning TrainingJob)."""
+    owner = _owner(kwargs["body"])
+    if owner is None:
+        return None
+    return {(kwargs["namespace"], owner): _trim(kwargs["body"], spec_keys=("suspend",))}
+
+
+@kopf.index("v1", "services", labels=CHILD_LABELS, id=IDX_SERVICES)
+def training_services(**kwargs: Any) -> object:
+    """Headless worker Services by (namespace, owning TrainingJob)."""
+    owner = _owner(kwargs["body"])
+    return {(kwargs["namespace"], owner): _trim(kwargs["body"], spec_keys=())} if owner else None
+
+
+def _values(index: str, key: Key) -> list[Any]:
+    source = _state.indexes.get(index)
+    if source is None:
+        return []
+    for _attempt in range(5):
+        try:
+            return list(source.get(key, ()))
+        except RuntimeError:  # mutated by kopf's event loop while we copied it; retry
+            continue
+    return []
+
+
+def _owned(index: str, key: Key, uid: str) -> dict[str, Any] | None:
+    """The indexed child of the TrainingJob ``uid`` (else any child under that key, else the one just created)."""
+    children: list[dict[str, Any]] = _values(index, key)
+    mine = [
+        c
+        for c in children
+        if any(r.get("uid") == uid for r in c["metadata"].get("ownerReferences") or [])
+    ]
+    created_key = (index, *key)
+    if mine:
+        _state.created.pop(created_key, None)
+        return mine[0]
+    if children:
+        return children[0]
+    return _state.created.get(created_key)
+
+
+# ------------------------------------------------------------------------------------ reconcile
+
+
+def _lock(key: Key) -> threading.Lock:
+    with _state.guard:
+        return _state.locks.setdefault(key, threading.Lock())
+
+
+def _settings() -> training.Settings:
+    cfg = config.current()
+    return training.Settings(
+        artifacts_uri=cfg.artifacts_uri,
+        pvc_root=cfg.pvc_root,
+        artifacts_secret=cfg.artifacts_secret,
+    )
+
+
+def reconcile_key(namespace: str, name: str, body: Mapping[str, Any] | None = None) -> None:
+    """Reconcile one TrainingJob (serialised per object); errors are logged and counted."""
+    key = (namespace, name)
+    with _lock(key):
+        found = _values(IDX_TRAININGJOBS, key)
+        current = found[0] if found else (_trim(body) if body is not None else None)
+        if current is None or current["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            with metrics.reconcile_timer(KIND):
+                reconcile(current)
+        except Exception as exc:  # the resync retries; never crash the handler
+            log.error("TrainingJob %s/%s: reconcile failed: %s", namespace, name, exc)
+
+
+def reconcile(body: Mapping[str, Any]) -> None:
+    """Observe the children, decide the whole status and child set, apply the difference."""
+    meta = body["metadata"]
+    namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+    key = (namespace, name)
+    stored = _state.written.get((namespace, name, uid)) or body.get("status") or {}
+    view = {**body, "status": stored}
+    dataset_name = ((body.get("spec") or {}).get("datasetRef") or {}).get("name")
+    datasets = _values(IDX_DATASETS, (namespace, dataset_name)) if dataset_name else []
+    job = _owned(IDX_JOBS, key, uid)
+    if job is not None and job["metadata"].get("deletionTimestamp"):
+        return  # the Job is going away; its DELETED event reconciles again
+    obs = training.Observation(
+        trainingjob=view,
+        dataset=datasets[0] if datasets else None,
+        job=job,
+        service=_owned(IDX_SERVICES, key, uid),
+        settings=_settings(),
+        now=datetime.now(UTC),
+    )
+    if training.needs_pods(obs) and job is not None:
+        job_uid = job["metadata"].get("uid")
+        pods = client.list_objects(
+            client.PODS, namespace, {"batch.kubernetes.io/controller-uid": str(job_uid)}
+        )
+        obs = replace(obs, pods=pods)
+    decision = _act(obs, training.decide(obs))
+    _report(view, stored, decision)
+
+
+def _act(obs: training.Observation, decision: training.Decision) -> training.Decision:
+    """Delete, create and patch children; a Job the API server rejects becomes InvalidSpec."""
+    meta = obs.trainingjob["metadata"]
+    namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+    if decision.delete_job:
+        client.delete(client.JOBS, namespace, decision.delete_job)
+        _state.created.pop((IDX_JOBS, namespace, name), None)
+    if decision.create_job is not None:
+        try:
+            job = client.create(client.JOBS, namespace, decision.create_job)
+        except ApiException as exc:
+            if exc.status not in (400, 422):
+                raise
+            reason = training.describe_rejection(_json(exc.body), str(exc.reason))
+            return training.decide(replace(obs, job_rejection=reason))
+        if not any(r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []):
+            raise RuntimeError(
+                f"Job {job['metadata']['name']} belongs to another object; waiting for it to go"
+            )
+        metrics.CHILDREN_CREATED.labels(KIND, "Job").inc()
+        _state.created[(IDX_JOBS, namespace, name)] = _trim(job, spec_keys=("suspend",))
+    if decision.create_service is not None:
+        service = client.create(client.SERVICES, namespace, decision.create_service)
+        metrics.CHILDREN_CREATED.labels(KIND, "Service").inc()
+        _state.created[(IDX_SERVICES, namespace, name)] = _trim(service, spec_keys=())
+    if decision.patch_job is not None and obs.job is not None:
+        client.patch(client.JOBS, namespace, obs.job["metadata"]["name"], decision.patch_job)
+    return decision
+
+
+def _json(text: Any) -> dict[str, Any] | None:
+    try:
+        data = json.loads(text) if text else None
+    except (TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _report(
+    view: Mapping[str, Any], stored: Mapping[str, Any], decision: training.Decision
+) -> None:
+    """Write the status (only what changed), post the transition Events, count the metrics."""
+    meta = view["metadata"]
+    namespace = str(meta["namespace"])
+    if not status.write_status(client.TRAININGJOBS, view, decision.status):
+        return
+    _state.written[(namespace, str(meta["name"]), str(meta["uid"]))] = training.status_after(
+        stored, decision.status
+    )
+    for event in decision.events:
+        status.emit(view, event.reason, event.message, warning=event.warning)
+    for transition in decision.transitions:
+        metrics.TRAININGS.labels(namespace, transition).inc()
+        if transition in ("succeeded", "failed"):
+            metrics.JOB_OUTCOMES.labels(KIND, transition).inc()
+            if decision.duration_seconds is not None:
+                metrics.TRAINING_SECONDS.labels(namespace, transition).observe(
+                    decision.duration_seconds
+                )
+    log.info(
+        "TrainingJob %s/%s: phase %s",
+        namespace,
+        meta["name"],
+        decision.status.get("phase") or stored.get("phase"),
+    )
+
+
+def _forget(namespace: str, name: str) -> None:
+    with _state.guard:
+        _state.locks.pop((namespace, name), None)
+        for key in [k for k in _state.written if k[:2] == (namespace, name)]:
+            del _state.written[key]
+        for idx in (IDX_JOBS, IDX_SERVICES):
+            _state.created.pop((idx, namespace, name), None)
+
+
+# ------------------------------------------------------------------------------------ triggers
+
+
+@kopf.on.event(GROUP, VERSION, "trainingjobs")
+def training_on_trainingjob(**kwargs: Any) -> None:
+    """A TrainingJob was added or changed (or deleted: forget it)."""
+    namespace, name, body = str(kwargs["namespace"]), str(kwargs["name"]), kwargs["body"]
+    if kwargs["type"] == "DELETED":
+        _forget(namespace, name)
+        return
+    reconcile_key(namespace, name, body)
+
+
+@kopf.on.event(GROUP, VERSION, "datasets")
+def training_on_dataset(**kwargs: Any) -> None:
+    """A Dataset changed: reconcile the TrainingJobs that name it (they may be waiting for it)."""
+    namespace, name = str(kwargs["namespace"]), str(kwargs["name"])
+    for trainingjob in _values(IDX_BY_DATASET, (namespace, name)):
+        reconcile_key(namespace, str(trainingjob))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
+def training_on_job(**kwargs: Any) -> None:
+    """A training Job changed or was deleted: reconcile its TrainingJob."""
+    namespace, owner = str(kwargs["namespace"]), _owner(kwargs["body"])
+    if owner is None:
+        return
+    if kwargs["type"] == "DELETED":
+        _state.created.pop((IDX_JOBS, namespace, owner), None)
+    reconcile_key(namespace, owner)
+
+
+@kopf.on.event("v1", "services", labels=CHILD_LABELS)
+def training_on_service(**kwargs: Any) -> None:
+    """A worker Service changed or was deleted: reconcile its TrainingJob."""
+    namespace, owner = str(kwargs["namespace"]), _owner(kwargs["body"])
+    if owner is None:
+        return
+    if kwargs["type"] == "DELETED":
+        _state.created.pop((IDX_SERVICES, namespace, owner), None)
+    reconcile_key(namespace, owner)
+
+
+def _unfinished() -> list[Key]:
+    source = _state.indexes.get(IDX_TRAININGJOBS)
+    if source is None:
+        return []
+    for _attempt in range(5):
+        try:
+            keys = list(source.keys())
+            break
+        except RuntimeError:
+            continue
+    else:
+        return []
+    out = []
+    for key in keys:
+        for body in _values(IDX_TRAININGJOBS, key):
+            meta = body["metadata"]
+            latest = _state.written.get((*key, str(meta.get("uid")))) or body.get("status") or {}
+            if latest.get("phase") not in training.TERMINAL_PHASES:
+                out.append(key)
+    return out
+
+
+def _resync_loop(stop: threading.Event, every: float, run: Callable[[str, str], None]) -> None:
+    while not stop.wait(every):
+        for namespace, name in _unfinished():
+            if stop.is_set():
+                return
+            run(namespace, name)
+
+
+@kopf.on.startup()
+def training_startup(**kwargs: Any) -> None:
+    """Keep the indexes for threads outside kopf's handlers and start the resync."""
+    for index in (IDX_TRAININGJOBS, IDX_BY_DATASET, IDX_DATASETS, IDX_JOBS, IDX_SERVICES):
+        _state.indexes[index] = kwargs[index]
+    _state.stop.clear()
+    _state.resync = threading.Thread(
+        target=_resync_loop,
+        args=(_state.stop, RESYNC_SECONDS, reconcile_key),
+        name="kyklos-training-resync",
+        daemon=True,
+    )
+    _state.resync.start()
+
+
+@kopf.on.cleanup()
+def training_cleanup(**_: Any) -> None:
+    """Stop the resync."""
+    _state.stop.set()
