@@ -88,56 +88,10 @@ say "installing the chart into $RELEASE_NS"
   --wait --timeout "${TIMEOUT}s"
 kubectl rollout status -n "$RELEASE_NS" deployment/kyklos --timeout="${TIMEOUT}s"
 
-# 4. Example data: a claim named kyklos-examples holding examples/data at its root, filled
-# through a short-lived pod of the Kyklos image (it has tar, which kubectl cp needs).
+# 4. Example data: the claim kyklos-examples holding examples/data at its root, filled
+# through a short-lived pod of the Kyklos image (the same loader `make run` uses).
 kubectl create namespace "$DEMO_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply -n "$DEMO_NS" -f - >/dev/null <<EOF
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: kyklos-examples
-spec:
-  accessModes: [ReadWriteOnce]
-  resources:
-    requests:
-      storage: 1Gi
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: kyklos-examples-loader
-spec:
-  restartPolicy: Never
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: 10001
-    runAsGroup: 10001
-    fsGroup: 10001
-    seccompProfile: {type: RuntimeDefault}
-  containers:
-    - name: loader
-      image: ${IMAGE}
-      imagePullPolicy: Never
-      command: [sleep, "600"]
-      securityContext:
-        allowPrivilegeEscalation: false
-        capabilities: {drop: [ALL]}
-      volumeMounts:
-        - {name: data, mountPath: /data}
-  volumes:
-    - name: data
-      persistentVolumeClaim: {claimName: kyklos-examples}
-EOF
-kubectl wait -n "$DEMO_NS" --for=condition=Ready pod/kyklos-examples-loader --timeout="${TIMEOUT}s"
-found=0
-for file in examples/data/*; do
-  [ -f "$file" ] || continue
-  kubectl cp "$file" "$DEMO_NS/kyklos-examples-loader:/data/$(basename "$file")"
-  found=1
-done
-[ "$found" = 1 ] || die "examples/data/ has no files to load"
-kubectl delete -n "$DEMO_NS" pod/kyklos-examples-loader --wait=false >/dev/null
-say "example data loaded into claim $DEMO_NS/kyklos-examples"
+KYKLOS_EXAMPLES_NAMESPACE="$DEMO_NS" KYKLOS_IMAGE="$IMAGE" bash hack/load-example-data.sh cluster
 
 # 5. Examples, then wait for them.
 kubectl apply -n "$DEMO_NS" -f examples/
