@@ -238,9 +238,12 @@ class NodeAgent:
         policy_path: str | None,
         data_dir: str,
         parent_pid: int | None,
+        node_prefix: str = "sandbox-node-",
+        taints: list[JsonDict] | None = None,
     ) -> None:
         self.api = api
-        self.node_names = [f"sandbox-node-{i}" for i in range(1, nodes + 1)]
+        self.node_names = [f"{node_prefix}{i}" for i in range(1, nodes + 1)]
+        self.taints = taints or []
         self.policy = policy
         self.policy_path = policy_path
         self.data_dir = os.path.abspath(data_dir)
@@ -336,7 +339,11 @@ class NodeAgent:
                     POLICY_ANNOTATION: self.policy.sha256,
                 },
             },
-            "spec": {"podCIDR": f"10.244.{index}.0/24", "podCIDRs": [f"10.244.{index}.0/24"]},
+            "spec": {
+                "podCIDR": f"10.244.{index}.0/24",
+                "podCIDRs": [f"10.244.{index}.0/24"],
+                **({"taints": self.taints} if self.taints else {}),
+            },
         }
 
     def node_status(self, name: str) -> JsonDict:
@@ -664,7 +671,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--policy", default=None, help="kubelet policy YAML (default: built in)")
     parser.add_argument("--data-dir", required=True, help="directory for pods, volumes, logs")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this pid dies")
+    # For tests that run a second, private agent beside serve's (e.g. to kill and restart it).
+    parser.add_argument("--node-prefix", default="sandbox-node-", help=argparse.SUPPRESS)
+    parser.add_argument("--taint", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    taints = []
+    for text in args.taint:
+        key_value, _, effect = text.partition(":")
+        key, _, value = key_value.partition("=")
+        if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            parser.error(
+                f"--taint {text!r}: expected key[=value]:NoSchedule|PreferNoSchedule|NoExecute"
+            )
+        taints.append(
+            {"key": key, "value": value, "effect": effect}
+            if value
+            else {"key": key, "effect": effect}
+        )
+    args.taints = taints
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
     return args
@@ -688,7 +712,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigException, OSError, ValueError, yaml.YAMLError) as e:
         print(f"error: {args.kubeconfig}: cannot load kubeconfig: {e}", file=sys.stderr)
         return 2
-    agent = NodeAgent(api, args.nodes, policy, args.policy, args.data_dir, args.parent_pid)
+    agent = NodeAgent(
+        api,
+        args.nodes,
+        policy,
+        args.policy,
+        args.data_dir,
+        args.parent_pid,
+        node_prefix=args.node_prefix,
+        taints=args.taints,
+    )
 
     def on_signal(signum: int, frame: Any) -> None:
         agent.stopping.set()

@@ -580,12 +580,14 @@ def _condition(
     return cond
 
 
-class PodWorker(threading.Thread):
-    """Runs one pod on one sandbox node until it is deleted."""
+class PodWorker:
+    """Runs one pod on one sandbox node (in its own thread) until it is deleted."""
 
     def __init__(self, ctx: NodeContext, pod: JsonDict, pod_ip: str, on_done: Callable[[], None]):
         meta = pod["metadata"]
-        super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
+        self.thread = threading.Thread(
+            target=self.run, name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True
+        )
         self.ctx = ctx
         self.uid: str = meta["uid"]
         self.namespace: str = meta["namespace"]
@@ -622,6 +624,12 @@ class PodWorker(threading.Thread):
                     )
                 )
         self._restore(pod.get("status") or {})
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
 
     # -- events from the agent
 
@@ -723,7 +731,7 @@ class PodWorker(threading.Thread):
                 self._stop_all(self._grace(pod))
                 return
             if pod["metadata"].get("deletionTimestamp"):
-                self._delete(pod)
+                self._finish_deletion(pod)
                 return
             self._sync(pod)
             due = self._next_due()
@@ -1126,13 +1134,28 @@ class PodWorker(threading.Thread):
         term_path: str,
         workdir: str | None,
     ) -> list[str]:
-        lines = ["set -e"]
-        for target, src, read_only in [*mounts, (term_path, term_file, False)]:
+        binds = [*mounts, (term_path, term_file, False)]
+        targets = [t for t, _, _ in binds]
+        # Sources are read through an untouched view of / (a recursive bind at `stage`),
+        # so a volume mounted over, say, /tmp cannot hide the next volume's source.
+        stage = _stage_dir(self.ctx.data_dir, targets)
+        if not stage.startswith(self.ctx.data_dir + os.sep):
+            with self.ctx.lock:
+                self.ctx.mountpoints.add(stage)
+        lines = ["set -e", f"mount --rbind / {shlex.quote(stage)}"]
+        for target, src, _ in binds:
             self._ensure_mountpoint(target, is_file=os.path.isfile(src))
-            q_src, q_dst = shlex.quote(src), shlex.quote(target)
-            lines.append(f"mount --bind {q_src} {q_dst}")
+            lines.append(f"mount --bind {shlex.quote(stage + src)} {shlex.quote(target)}")
+        # A mountPath over the interpreter's own tree (e.g. /work over /work/main/.venv) would
+        # hide it: put those directories back on top, as they are in the image of a real pod.
+        for needed in _interpreter_dirs(argv[0]):
+            if any(_under(needed, t) for t in targets):
+                q = shlex.quote(needed)
+                lines.append(f"mkdir -p {q}")
+                lines.append(f"mount --bind {shlex.quote(stage + needed)} {q}")
+        for target, _, read_only in binds:
             if read_only:
-                lines.append(f"mount -o remount,bind,ro {q_dst}")
+                lines.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
         if workdir:
             lines.append(f"mkdir -p {shlex.quote(workdir)}")
             lines.append(f"cd {shlex.quote(workdir)}")
@@ -1514,7 +1537,7 @@ class PodWorker(threading.Thread):
         if running:
             self.ctx.on_process_change()
 
-    def _delete(self, pod: JsonDict) -> None:
+    def _finish_deletion(self, pod: JsonDict) -> None:
         """Graceful deletion: stop containers, report them, delete with grace period 0."""
         self._stop_all(self._grace(pod))
         self.terminal = True
@@ -1531,6 +1554,33 @@ class PodWorker(threading.Thread):
         except OSError as e:
             log.warning("pod %s/%s: final delete failed: %s", self.namespace, self.pod_name, e)
         shutil.rmtree(self.pod_dir + "/volumes", ignore_errors=True)
+
+
+def _under(path: str, top: str) -> bool:
+    top = top.rstrip("/") or "/"
+    return top == "/" or path == top or path.startswith(top + "/")
+
+
+def _interpreter_dirs(executable: str) -> list[str]:
+    """Host directories a process needs visible: the interpreter's and the program's."""
+    dirs = {
+        sys.prefix,
+        sys.base_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+        os.path.dirname(sys.executable),
+        os.path.dirname(executable),
+    }
+    return sorted(d for d in dirs if d and d != "/")
+
+
+def _stage_dir(data_dir: str, targets: list[str]) -> str:
+    """A directory, outside every mount target, where the namespace sees the host's /."""
+    for base in (data_dir, "/run", "/var/tmp", "/opt"):
+        stage = os.path.join(base, ".kyklos-sandbox-rootfs")
+        if not any(_under(stage, t) for t in targets):
+            os.makedirs(stage, exist_ok=True)
+            return stage
+    raise StartError("every candidate staging directory is under a volume mountPath")
 
 
 def _fmt_seconds(seconds: float) -> str:

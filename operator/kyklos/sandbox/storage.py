@@ -132,6 +132,8 @@ class Provisioner:
         for kind, sc in self.api.list_watch(
             "/apis/storage.k8s.io/v1/storageclasses", self.stopping
         ):
+            if kind == "RELISTED":
+                continue
             name = sc["metadata"]["name"]
             if kind == "DELETED":
                 self.classes.pop(name, None)
@@ -140,7 +142,7 @@ class Provisioner:
 
     def _watch_claims(self) -> None:
         for kind, claim in self.api.list_watch("/api/v1/persistentvolumeclaims", self.stopping):
-            if kind == "DELETED":
+            if kind in ("DELETED", "RELISTED"):
                 continue
             if wants_volume(claim, self.classes):
                 self.provision(claim)
@@ -163,7 +165,7 @@ class Provisioner:
 
     def _watch_volumes(self) -> None:
         for kind, pv in self.api.list_watch("/api/v1/persistentvolumes", self.stopping):
-            if kind == "DELETED":
+            if kind in ("DELETED", "RELISTED"):
                 continue
             self.reclaim_if_released(pv)
 
