@@ -121,7 +121,7 @@ class Widgets:
         self.api = client.CustomObjectsApi(k8s)
         self.namespace = namespace
 
-    def body(self, name: str, **spec: Any) -> dict[str, Any]:
+    def body(self, name: str, /, **spec: Any) -> dict[str, Any]:
         return {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": KIND,
