@@ -539,6 +539,11 @@ class _History:
         ]
         return matches[-1] if matches else None
 
+    def last_outcome(self, uri: str) -> str | None:
+        """The outcome of the newest record of ``uri``."""
+        outcomes = [str(r.get("outcome")) for r in self.records if r.get("model") == uri]
+        return outcomes[-1] if outcomes else None
+
     def start(self, uri: str, strategy: str, now: datetime) -> None:
         self.records.append(
             {
@@ -816,7 +821,12 @@ class _Rollout:
         in_rollout = self.history.current(model.uri) is not None
         if in_rollout and self.status.get("rolloutStartTime") is None:
             self.status["rolloutStartTime"] = rfc3339(self.now)
-        late = (in_rollout and self._remaining() <= 0) or deadline_exceeded_by_controller(stable)
+        late = (
+            (in_rollout and self._remaining() <= 0)
+            or deadline_exceeded_by_controller(stable)
+            # Degraded stays until the Deployment is rolled out (or a new model comes).
+            or self.history.last_outcome(model.uri) == RolloutOutcome.DEGRADED.value
+        )
         if late:
             message = (
                 f"model {model.uri}: {ready}/{self.total} replicas ready after "
