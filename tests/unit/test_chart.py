@@ -683,3 +683,11 @@ def test_kyklos_crds_follow_install_and_keep(helm: Path) -> None:
     )
     not_installed = by_kind(render(helm, "--set", "crds.install=false"), "CustomResourceDefinition")
     assert not [c for c in not_installed if c["spec"]["group"] == "kyklos.io"]
+
+
+def test_chart_refuses_clusters_older_than_the_oldest_validated_version(helm: Path) -> None:
+    older = f"{OLDEST_KUBERNETES.major}.{OLDEST_KUBERNETES.minor - 1}.0"
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", older)
+    assert proc.returncode != 0 and "requires kubeVersion" in proc.stderr, proc.stderr
+    oldest = f"{OLDEST_KUBERNETES.major}.{OLDEST_KUBERNETES.minor}.0"
+    assert run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", oldest).returncode == 0
