@@ -248,13 +248,27 @@ class Toleration(KyklosModel):
 M = TypeVar("M", bound=BaseModel)
 
 
+def prune_nulls(data: Any) -> Any:
+    """Drop null object fields and map values, as the API server does before defaulting.
+
+    Nulls inside lists stay (the API server rejects them as wrongly typed).
+    """
+    if isinstance(data, dict):
+        return {k: prune_nulls(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [prune_nulls(v) for v in data]
+    return data
+
+
 def validate_wire(model: type[M], data: Mapping[str, Any]) -> M:
     """Validate JSON-shaped data as the API server judges it.
 
     Strict JSON types (no ``"2"`` for an integer), camelCase field names only, unknown
-    fields rejected: the same documents the CRD schema accepts.
+    fields rejected, null fields treated as absent: the same documents the CRD accepts.
     """
-    return model.model_validate_json(json.dumps(data), strict=True, by_alias=True, by_name=False)
+    return model.model_validate_json(
+        json.dumps(prune_nulls(data)), strict=True, by_alias=True, by_name=False
+    )
 
 
 def drop_none(data: Any) -> Any:

@@ -84,7 +84,12 @@ def evaluate_rule(rule: str, self_value: Any, old_value: Any = None) -> bool:
 
 
 def default_and_prune_nulls(schema: dict[str, Any], value: Any) -> Any:
-    """Structural defaulting as in apiextensions-apiserver (null fields dropped first)."""
+    """Structural defaulting as in apiextensions-apiserver.
+
+    Null object fields and map values are dropped first (then defaulted when the schema has
+    a default); nulls in lists are kept, and fail the type check -- as measured on
+    kube-apiserver v1.37.2.
+    """
     if isinstance(value, dict):
         if "properties" in schema:
             props = schema["properties"]
@@ -99,7 +104,10 @@ def default_and_prune_nulls(schema: dict[str, Any], value: Any) -> Any:
         elif isinstance(schema.get("additionalProperties"), dict):
             sub = schema["additionalProperties"]
             for key in list(value):
-                value[key] = default_and_prune_nulls(sub, value[key])
+                if value[key] is None and not sub.get("nullable"):
+                    del value[key]
+                else:
+                    value[key] = default_and_prune_nulls(sub, value[key])
     elif isinstance(value, list) and "items" in schema:
         return [default_and_prune_nulls(schema["items"], v) for v in value]
     return value

@@ -165,6 +165,12 @@ GOOD = [
         },
     ),
     Case("deployment-defaults", "ModelDeployment", {"spec.strategy": DELETE}),
+    # The API server drops null fields and map values (then defaults them): not an error.
+    Case(
+        "deployment-null-fields",
+        "ModelDeployment",
+        {"spec.runtime.port": None, "spec.runtime.env": {"A": None}, "spec.autoscaling": None},
+    ),
     Case("drift-full", "DriftMonitor"),
     Case(
         "drift-promote-none-without-deployment",
@@ -376,6 +382,13 @@ BAD = [
         at="spec.runtime.healthPath",
     ),
     Case("deployment-no-runtime", "ModelDeployment", {"spec.runtime": DELETE}, at="spec.runtime"),
+    # ...but a null list item is a type error.
+    Case(
+        "deployment-null-arg",
+        "ModelDeployment",
+        {"spec.runtime.args": ["--port", None]},
+        at="spec.runtime.args.1",
+    ),
     # DriftMonitor
     Case(
         "drift-two-current-sources",
