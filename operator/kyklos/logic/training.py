@@ -623,15 +623,18 @@ def parse_metrics(message: str | None) -> Metrics:
     size = len(message.encode())
     try:
         data = json.loads(message)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge integers, deep nesting
+        reason = (
+            f"{exc.msg} at character {exc.pos}"
+            if isinstance(exc, json.JSONDecodeError)
+            else str(exc).split(";")[0]
+        )
         hint = (
             f" (it is {size} bytes; the limit is {TERMINATION_MESSAGE_LIMIT}, so it was probably truncated)"
             if size >= TERMINATION_MESSAGE_LIMIT
             else ""
         )
-        return Metrics(
-            None, f"termination message is not JSON: {exc.msg} at character {exc.pos}{hint}"
-        )
+        return Metrics(None, f"termination message is not JSON: {reason}{hint}")
     if not isinstance(data, dict):
         return Metrics(
             None, f"termination message must be a JSON object, got {type(data).__name__}"
