@@ -5,7 +5,9 @@ Definitions Kyklos uses (and where they match Evidently 0.7, DESIGN.md §8):
 Numeric features. NaNs are dropped and counted; each column is sorted once and every
 statistic is derived from the two sorted arrays and their linear merge.
 
-- ``ks``: two-sample Kolmogorov-Smirnov. ``statistic`` is sup |F_ref - F_cur| with
+- ``ks``: two-sample Kolmogorov-Smirnov (the p-value is computed only when asked for:
+  for large samples with little drift SciPy's exact distribution costs more than all the
+  other statistics together). ``statistic`` is sup |F_ref - F_cur| with
   right-continuous empirical CDFs; ``score`` is the two-sided p-value exactly as
   ``scipy.stats.ks_2samp(method="auto")`` computes it (exact when both samples have at
   most 10,000 values, Smirnov's asymptotic ``kstwo.sf(D, round(n*m/(n+m)))`` otherwise).
@@ -105,7 +107,7 @@ class NumericDrift:
     reference_nulls: int
     current_nulls: int
     ks_statistic: float
-    ks_pvalue: float
+    ks_pvalue: float | None
     wasserstein: float
     wasserstein_normalized: float
     psi: float
@@ -114,8 +116,10 @@ class NumericDrift:
 
     def score(self, method: NumericMethod) -> float:
         """The score the given method is judged on (the p-value for ks)."""
+        if method == "ks" and self.ks_pvalue is None:
+            raise ValueError("the KS p-value was not computed (ks_pvalue=False)")
         return {
-            "ks": self.ks_pvalue,
+            "ks": self.ks_pvalue if self.ks_pvalue is not None else float("nan"),
             "wasserstein": self.wasserstein_normalized,
             "psi": self.psi,
             "js": self.js,
@@ -242,34 +246,65 @@ def _rel_entr_sum(p: FloatArray, m: FloatArray) -> float:
     return float(np.sum(rel_entr(p, m)))
 
 
-def ks_from_sorted(
+def merge_sorted(
     sorted_reference: FloatArray, sorted_current: FloatArray
-) -> tuple[float, float, FloatArray, FloatArray]:
-    """KS statistic and p-value, plus the merged values and CDF differences for reuse.
+) -> tuple[FloatArray, FloatArray]:
+    """The merged values of two ascending arrays and ``F_ref - F_cur`` at each of them.
 
-    The merge is a stable sort of two ascending runs, which NumPy (timsort) does in
-    linear time.
+    A stable argsort of two concatenated ascending runs is a linear merge in NumPy
+    (timsort), and counting the reference's share of the merge gives both empirical CDFs
+    without a binary search. Inside a run of equal values only the last position holds
+    the right-continuous CDFs; the others are set to 0 (they weigh nothing in Wasserstein,
+    whose gap to the next value is 0, and must not count for KS).
     """
     n = sorted_reference.shape[0]
     m = sorted_current.shape[0]
-    merged = np.concatenate((sorted_reference, sorted_current))
-    merged.sort(kind="stable")
-    cdf_diff = np.searchsorted(sorted_reference, merged, side="right") / n
-    cdf_diff -= np.searchsorted(sorted_current, merged, side="right") / m
-    if max(n, m) <= KS_EXACT_MAX_N:
-        # Small samples: SciPy's exact path (its cost is negligible here).
+    both = np.concatenate((sorted_reference, sorted_current))
+    order = np.argsort(both, kind="stable")
+    merged = both[order]
+    del both
+    # Each reference value raises n*m*(F_ref - F_cur) by m, each current value lowers it
+    # by n: one integer cumsum, exact, then one division.
+    steps = np.where(order < n, np.int64(m), np.int64(-n))
+    del order
+    np.cumsum(steps, out=steps)
+    cdf_diff = steps / float(n * m)
+    del steps
+    cdf_diff[:-1][merged[:-1] == merged[1:]] = 0.0
+    return merged, cdf_diff
+
+
+def ks_from_merge(
+    sorted_reference: FloatArray,
+    sorted_current: FloatArray,
+    cdf_diff: FloatArray,
+    *,
+    pvalue: bool = True,
+) -> tuple[float, float | None]:
+    """KS statistic and (when asked) its two-sided p-value, as ``scipy.stats.ks_2samp``.
+
+    The p-value costs more than everything else together for large samples with little
+    drift (SciPy's exact Kolmogorov distribution), so callers that do not judge by KS can
+    skip it.
+    """
+    n = sorted_reference.shape[0]
+    m = sorted_current.shape[0]
+    if pvalue and max(n, m) <= KS_EXACT_MAX_N:
+        # Small samples: SciPy's exact path, on the already sorted arrays.
         with warnings.catch_warnings():
             # SciPy warns when it falls back from exact to asymptotic; the value is still right.
             warnings.simplefilter("ignore", RuntimeWarning)
             res = stats.ks_2samp(sorted_reference, sorted_current)
-        return float(res.statistic), float(res.pvalue), merged, cdf_diff
+        return float(res.statistic), float(res.pvalue)
     max_s = float(cdf_diff.max())
     min_s = float(np.clip(-cdf_diff.min(), 0.0, 1.0))
     d = max(max_s, min_s)
+    if not pvalue:
+        return d, None
     big, small = sorted([float(n), float(m)], reverse=True)
     en = big * small / (big + small)
-    pvalue = float(stats.kstwo.sf(d, np.round(en)))
-    return d, min(max(pvalue, 0.0), 1.0), merged, cdf_diff
+    p = float(stats.kstwo.sf(d, np.round(en)))
+    return d, min(max(p, 0.0), 1.0)
 
 
 def wasserstein_from_merge(merged: FloatArray, cdf_diff: FloatArray) -> float:
@@ -280,12 +315,21 @@ def wasserstein_from_merge(merged: FloatArray, cdf_diff: FloatArray) -> float:
 
 
 def numeric_drift(
-    reference: npt.ArrayLike, current: npt.ArrayLike, *, bins: int = DEFAULT_BINS
+    reference: npt.ArrayLike,
+    current: npt.ArrayLike,
+    *,
+    bins: int = DEFAULT_BINS,
+    ks_pvalue: bool = True,
 ) -> NumericDrift:
-    """All numeric drift statistics of one feature (NaNs dropped and counted)."""
+    """All numeric drift statistics of one feature (NaNs dropped and counted).
+
+    ``ks_pvalue=False`` skips the KS p-value (``ks_pvalue`` is then None).
+    """
     ref_sorted, ref_nulls = sorted_finite(reference)
     cur_sorted, cur_nulls = sorted_finite(current)
-    return numeric_drift_sorted(ref_sorted, cur_sorted, ref_nulls, cur_nulls, bins=bins)
+    return numeric_drift_sorted(
+        ref_sorted, cur_sorted, ref_nulls, cur_nulls, bins=bins, ks_pvalue=ks_pvalue
+    )
 
 
 def numeric_drift_sorted(
@@ -295,13 +339,15 @@ def numeric_drift_sorted(
     cur_nulls: int = 0,
     *,
     bins: int = DEFAULT_BINS,
+    ks_pvalue: bool = True,
 ) -> NumericDrift:
     """All numeric drift statistics from two ascending NaN-free arrays."""
     if ref_sorted.shape[0] == 0:
         raise DriftInputError("reference has no non-null values")
     if cur_sorted.shape[0] == 0:
         raise DriftInputError("current has no non-null values")
-    ks_d, ks_p, merged, cdf_diff = ks_from_sorted(ref_sorted, cur_sorted)
+    merged, cdf_diff = merge_sorted(ref_sorted, cur_sorted)
+    ks_d, ks_p = ks_from_merge(ref_sorted, cur_sorted, cdf_diff, pvalue=ks_pvalue)
     w1 = wasserstein_from_merge(merged, cdf_diff)
     del merged, cdf_diff
     norm = max(float(np.std(ref_sorted)), WASSERSTEIN_STD_FLOOR)

@@ -231,3 +231,26 @@ def test_drift_direction_and_share() -> None:
     assert ds.drift_share([]) == 0.0
     assert ds.dataset_drifted(0.5, ds.Thresholds())
     assert not ds.dataset_drifted(0.49, ds.Thresholds())
+
+
+def test_the_ks_pvalue_can_be_skipped_without_changing_the_other_statistics() -> None:
+    rng = np.random.default_rng(5)
+    ref, cur = rng.normal(size=12_000), rng.normal(0.05, size=11_000)
+    full = ds.numeric_drift(ref, cur)
+    quick = ds.numeric_drift(ref, cur, ks_pvalue=False)
+    assert quick.ks_pvalue is None
+    assert _close(quick.ks_statistic, full.ks_statistic)
+    assert (quick.psi, quick.js, quick.wasserstein) == (full.psi, full.js, full.wasserstein)
+    with pytest.raises(ValueError, match="p-value was not computed"):
+        quick.score("ks")
+
+
+def test_merge_cdf_difference_is_exact_at_the_end_of_every_tie_run() -> None:
+    ref = np.array([1.0, 1.0, 2.0, 3.0, 3.0, 3.0])
+    cur = np.array([1.0, 3.0, 3.0, 4.0])
+    merged, diff = ds.merge_sorted(ref, cur)
+    ends = np.append(merged[:-1] != merged[1:], True)
+    for value, d in zip(merged[ends], diff[ends], strict=True):
+        expected = np.mean(ref <= value) - np.mean(cur <= value)
+        assert d == pytest.approx(expected, abs=1e-15)
+    assert np.all(diff[~ends] == 0.0)
