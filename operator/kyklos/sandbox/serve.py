@@ -13,6 +13,7 @@ without ``--data-dir`` the temporary data dir is removed too.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -34,7 +35,9 @@ from kyklos.sandbox.build import BuildError, ensure_built
 from kyklos.sandbox.controlplane import (
     ComponentError,
     ControlPlane,
+    PortInUseError,
     kubeconfig,
+    port_is_free,
     write_private,
 )
 from kyklos.sandbox.procs import log_tail, spawn, stop_all
@@ -79,7 +82,8 @@ def validate_policy(path: Path | None) -> None:
     try:
         load_policy(str(path))
     except PolicyError as exc:
-        raise SandboxError(f"--kubelet-policy {path}: {exc}") from None
+        message = str(exc)  # it names the file already
+        raise SandboxError(message if str(path) in message else f"{path}: {message}") from None
 
 
 def _api_get(cp: ControlPlane, context: ssl.SSLContext, path: str) -> dict[str, object] | None:
@@ -137,11 +141,13 @@ class Sandbox:
         """Build, start everything and wait until the cluster is usable."""
         opts = self.options
         validate_policy(opts.kubelet_policy)
-        if opts.node_agent:
-            try:
-                __import__(NODE_AGENT_MODULE)
-            except ImportError as exc:
-                raise SandboxError(f"the node agent module is not available: {exc}") from None
+        if opts.node_agent and importlib.util.find_spec(NODE_AGENT_MODULE) is None:
+            raise SandboxError(f"the node agent module {NODE_AGENT_MODULE} is not installed")
+        if opts.port and not port_is_free(opts.port):
+            raise PortInUseError(
+                f"port {opts.port} on 127.0.0.1 is already in use "
+                "(pick another with --port, or --port 0 for a free one)"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.start_watchdog()
         try:
