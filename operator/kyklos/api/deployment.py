@@ -243,6 +243,10 @@ class ModelDeploymentStatus(KyklosModel):
     failed_model: str | None = Field(
         default=None, description="The last model that was rolled back (not retried)."
     )
+    failed_revision: str | None = Field(
+        default=None,
+        description="Revision (digest of model and runtime) of the last rolled-back rollout; not retried.",
+    )
     replicas: int | None = Field(default=None, description="Desired serving replicas.")
     ready_replicas: int | None = Field(default=None, description="Ready replicas, stable+canary.")
     url: str | None = Field(default=None, description="In-cluster URL of the Service.")

@@ -388,6 +388,19 @@ def _act(
             body, spec, rollout.STABLE, decision.stable_model, decision.stable_replicas, pvc_root
         )
         _ensure(client.DEPLOYMENTS, stable, observed.stable)
+    elif (
+        observed.stable is not None
+        and decision.stable_replicas is not None
+        and (observed.stable.get("spec") or {}).get("replicas") != decision.stable_replicas
+    ):
+        # The stable's pod template is kept (a canary runs, or a model is pending); only
+        # its size follows spec.replicas.
+        client.patch(
+            client.DEPLOYMENTS,
+            namespace,
+            observed.stable["metadata"]["name"],
+            {"spec": {"replicas": decision.stable_replicas}},
+        )
     if decision.canary is not None:
         canary = rollout.build_serving_deployment(
             body, spec, rollout.CANARY, decision.canary.model, decision.canary.replicas, pvc_root

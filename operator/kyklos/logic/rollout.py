@@ -8,9 +8,13 @@ Children of ModelDeployment ``<name>``:
 - HorizontalPodAutoscaler ``<name>`` (autoscaling/v2, on the stable Deployment) when
   ``spec.autoscaling`` is set.
 
-The model of a Deployment is read back from its annotations (``kyklos.io/model-uri``,
-``kyklos.io/model-version``): what runs is observed, never remembered. A model's identity
-is its URI.
+The model of a Deployment is read back from its pod template's annotations
+(``kyklos.io/model-uri``, ``kyklos.io/model-version``, ``kyklos.io/revision``): what runs is
+observed, never remembered. A rollout's identity is its **revision**, a digest of the model
+(URI and version) and ``spec.runtime``: a new model *or* a new server image/config goes
+through the strategy, and the stable Deployment's pod template changes only when a
+rollout replaces it (first deployment, RollingUpdate, promotion). Outside that, only its
+replica count follows the spec.
 
 **Canary replica rounding.** The stable Deployment keeps its full replica count during a
 canary (so a failed canary never modifies it); the canary runs beside it with
@@ -50,8 +54,9 @@ rescales the canary to keep the ratio.
   updated and ready at least once). A model is promoted exactly when ``stableModel`` equals
   it and ``canaryModel`` is unset.
 - ``canaryModel`` / ``canaryWeight`` / ``step``: the running canary, unset otherwise.
-- ``failedModel``: URI of the last model rolled back; never retried automatically (a
-  different model starts a fresh canary; setting the stable model again settles).
+- ``failedModel`` / ``failedRevision``: URI and revision of the last rollout rolled back;
+  that revision is never retried automatically (a different model or runtime starts a
+  fresh canary; setting the stable revision again settles).
 - ``phase``: Pending (no model yet), Progressing (rollout or replicas not ready),
   Available (the spec's model serves on every desired replica), Degraded (deadline
   exceeded, or a failing canary without autoRollback), RolledBack (the spec's model was
@@ -65,6 +70,7 @@ rescales the canary to keep the ratio.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -94,9 +100,10 @@ PORT_NAME = "http"
 
 MODEL_URI_ANNOTATION = "kyklos.io/model-uri"
 MODEL_VERSION_ANNOTATION = "kyklos.io/model-version"
-#: Pod label telling pods of different models apart (restart counts of an older canary
-#: model must not fail a newer one).
-MODEL_HASH_LABEL = "kyklos.io/model-hash"
+#: Pod label telling pods of different revisions apart (restart counts of an older canary
+#: revision must not fail a newer one).
+REVISION_LABEL = "kyklos.io/revision"
+REVISION_ANNOTATION = REVISION_LABEL
 
 ENV_MODEL_URI = "KYKLOS_MODEL_URI"
 ENV_MODEL_VERSION = "KYKLOS_MODEL_VERSION"
@@ -179,6 +186,24 @@ def resolve_model(
     run = status.get("run")
     version = source.version or (f"{job}-{run}" if run else job)
     return ResolvedModel(uri, version)
+
+
+def revision(model: ResolvedModel, spec: ModelDeploymentSpec) -> str:
+    """The rollout identity: a 10-hex digest of the model and the runtime."""
+    runtime = spec.runtime.model_dump(mode="json", by_alias=True, exclude_none=True)
+    text = json.dumps(
+        {"uri": model.uri, "version": model.version, "runtime": runtime}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def deployment_revision(deployment: Mapping[str, Any] | None) -> str | None:
+    """The revision a serving Deployment's pod template carries."""
+    template_meta = (((deployment or {}).get("spec") or {}).get("template") or {}).get(
+        "metadata"
+    ) or {}
+    value = (template_meta.get("annotations") or {}).get(REVISION_ANNOTATION)
+    return str(value) if value else None
 
 
 def deployment_model(deployment: Mapping[str, Any] | None) -> ResolvedModel | None:
@@ -294,7 +319,9 @@ def build_serving_deployment(
         container["args"] = list(runtime.args)
     if runtime.resources:
         container["resources"] = runtime.resources.model_dump(by_alias=True, exclude_none=True)
-    pod_labels = {**selector_labels(name, component), MODEL_HASH_LABEL: model_hash(model.uri)}
+    rev = revision(model, spec)
+    template_annotations = {**annotations, REVISION_ANNOTATION: rev}
+    pod_labels = {**selector_labels(name, component), REVISION_LABEL: rev}
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(name, component)},
         "progressDeadlineSeconds": spec.progress_deadline_seconds,
@@ -306,7 +333,7 @@ def build_serving_deployment(
             "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
         },
         "template": {
-            "metadata": {"labels": pod_labels, "annotations": dict(annotations)},
+            "metadata": {"labels": pod_labels, "annotations": template_annotations},
             "spec": {
                 "automountServiceAccountToken": False,
                 "securityContext": {
@@ -438,14 +465,13 @@ def deadline_exceeded_by_controller(deployment: Mapping[str, Any] | None) -> boo
     )
 
 
-def model_restarts(pods: Sequence[Mapping[str, Any]], uri: str) -> int:
-    """The highest container restart count among pods of model ``uri``."""
-    digest = model_hash(uri)
+def revision_restarts(pods: Sequence[Mapping[str, Any]], rev: str) -> int:
+    """The highest container restart count among pods of revision ``rev``."""
     return max(
         (
             int(s.get("restartCount") or 0)
             for pod in pods
-            if ((pod.get("metadata") or {}).get("labels") or {}).get(MODEL_HASH_LABEL) == digest
+            if ((pod.get("metadata") or {}).get("labels") or {}).get(REVISION_LABEL) == rev
             for s in (pod.get("status") or {}).get("containerStatuses") or []
         ),
         default=0,
@@ -488,7 +514,8 @@ class Decision:
     """The desired children, the whole status, and what to report."""
 
     status: dict[str, Any]
-    #: Model of ``<name>-stable`` (None: no stable Deployment yet, and none to create).
+    #: Model to (re)build ``<name>-stable`` with, from the current runtime. None: keep the
+    #: observed stable's pod template (only its replicas follow the spec), or none exists.
     stable_model: ResolvedModel | None
     #: Replicas of the stable Deployment (None: left to the HPA).
     stable_replicas: int | None
@@ -654,12 +681,16 @@ class _Rollout:
         self.total = _desired_replicas(spec, observed.stable)
         self.stable_model = deployment_model(observed.stable)
         self.canary_model = deployment_model(observed.canary)
+        self.stable_rev = deployment_revision(observed.stable)
+        self.canary_rev = deployment_revision(observed.canary)
+        self.revision = revision(model, spec) if isinstance(model, ResolvedModel) else None
         self.events: list[Event] = []
         self.metrics: list[RolloutMetric] = []
         self.status: dict[str, Any] = {
             "observedGeneration": generation,
             "stableModel": status.get("stableModel"),
             "failedModel": status.get("failedModel"),
+            "failedRevision": status.get("failedRevision"),
             "canaryModel": None,
             "canaryWeight": None,
             "step": None,
@@ -683,7 +714,7 @@ class _Rollout:
         reason: str,
         message: str,
         *,
-        stable: ResolvedModel | None,
+        stable: ResolvedModel | None = None,
         canary: CanaryPlan | None = None,
         requeue: float | None = None,
         degraded_reason: str | None = None,
@@ -708,9 +739,9 @@ class _Rollout:
         return Decision(
             status=status,
             stable_model=stable,
-            stable_replicas=self._stable_replicas() if stable is not None else None,
+            stable_replicas=self._stable_replicas() if stable or self.observed.stable else None,
             canary=canary,
-            autoscale=self.spec.autoscaling is not None and stable is not None,
+            autoscale=self.spec.autoscaling is not None and bool(stable or self.observed.stable),
             events=self.events,
             metrics=self.metrics,
             requeue_after=None if requeue is None else max(requeue, 0.0),
@@ -742,13 +773,13 @@ class _Rollout:
         model = self.model
         if isinstance(model, ModelNotReady):
             return self._pending(model)
-        if self.observed.stable is None or self.stable_model is None:
+        if self.observed.stable is None or self.stable_rev is None:
             return self._first(model)
-        if self.stable_model.uri == model.uri:
-            if self.canary_model is not None and self.canary_model.uri == model.uri:
+        if self.stable_rev == self.revision:
+            if self.canary_rev == self.revision:
                 return self._promoting(model)
             if self.canary_model is not None:
-                self._supersede_canary(f"superseded: model set back to {model.uri}")
+                self._supersede_canary(f"superseded: set back to the stable {model.uri}")
             return self._settle(model)
         if self.spec.strategy.type == StrategyType.ROLLING_UPDATE:
             if self.canary_model is not None:
@@ -766,9 +797,9 @@ class _Rollout:
                 stable=model,
                 requeue=self.deadline,
             )
-        if model.uri == self.status.get("failedModel") and self.spec.auto_rollback:
+        if self.revision == self.status.get("failedRevision") and self.spec.auto_rollback:
             return self._rolled_back(model)
-        if self.canary_model is None or self.canary_model.uri != model.uri:
+        if self.canary_rev != self.revision:
             return self._start_canary(model)
         return self._canary_step(model)
 
@@ -779,7 +810,7 @@ class _Rollout:
             DeploymentPhase.PENDING,
             Reason.MODEL_NOT_READY,
             why.message + serving,
-            stable=self.stable_model,
+            stable=None,
         )
 
     def _first(self, model: ResolvedModel) -> Decision:
@@ -920,12 +951,14 @@ class _Rollout:
             cause, message = str(previous.get("reason")), str(previous.get("message"))
         else:
             cause = Reason.ROLLED_BACK
-            message = f"model {model.uri} was rolled back; set a different model to roll out"
+            message = (
+                f"model {model.uri} was rolled back; change the model or runtime to roll out again"
+            )
         return self._finish(
             DeploymentPhase.ROLLED_BACK,
             Reason.ROLLED_BACK,
             message,
-            stable=self.stable_model,
+            stable=None,
             degraded_reason=cause,
         )
 
@@ -949,7 +982,7 @@ class _Rollout:
             DeploymentPhase.PROGRESSING,
             Reason.CANARY_STARTED,
             f"canary of model {model.uri} at step 0 ({weight}%); stable serves {self.stable_model.uri if self.stable_model else '-'}",
-            stable=self.stable_model,
+            stable=None,
             canary=CanaryPlan(model, canary_replicas(self.total, weight)),
             requeue=self.deadline,
         )
@@ -968,7 +1001,7 @@ class _Rollout:
         weight = steps[step].weight
         want = canary_replicas(self.total, weight)
         self.status.update(canaryModel=model.uri, canaryWeight=weight, step=step)
-        restarts = model_restarts(self.observed.canary_pods, model.uri)
+        restarts = revision_restarts(self.observed.canary_pods, str(self.revision))
         if restarts > self.spec.max_canary_restarts:
             return self._canary_failed(
                 model,
@@ -978,11 +1011,7 @@ class _Rollout:
                 want,
             )
         canary = self.observed.canary
-        ready = (
-            rolled_out(canary, want)
-            and self.canary_model is not None
-            and self.canary_model.uri == model.uri
-        )
+        ready = rolled_out(canary, want) and self.canary_rev == self.revision
         if not ready:
             remaining = self._remaining()
             if remaining <= 0:
@@ -999,7 +1028,7 @@ class _Rollout:
                 Reason.CANARY_STEP,
                 f"canary of model {model.uri} at step {step} ({weight}%): waiting for "
                 f"{ready_replicas(canary)}/{want} replicas to be ready",
-                stable=self.stable_model,
+                stable=None,
                 canary=CanaryPlan(model, want),
                 requeue=remaining,
             )
@@ -1014,7 +1043,7 @@ class _Rollout:
                 Reason.CANARY_STEP,
                 f"canary of model {model.uri} at step {step} ({weight}%) is Ready; "
                 f"holding {steps[step].pause}",
-                stable=self.stable_model,
+                stable=None,
                 canary=CanaryPlan(model, want),
                 requeue=pause - held,
             )
@@ -1032,7 +1061,7 @@ class _Rollout:
                 DeploymentPhase.PROGRESSING,
                 Reason.CANARY_STEP,
                 f"canary of model {model.uri} at step {nxt} ({weight}%)",
-                stable=self.stable_model,
+                stable=None,
                 canary=CanaryPlan(model, canary_replicas(self.total, weight)),
                 requeue=self.deadline,
             )
@@ -1062,7 +1091,7 @@ class _Rollout:
                 DeploymentPhase.DEGRADED,
                 cause,
                 message + " (autoRollback is off)",
-                stable=self.stable_model,
+                stable=None,
                 canary=CanaryPlan(model, want),
             )
         seconds = self.history.end(model.uri, RolloutOutcome.ROLLED_BACK, self.now, message)
@@ -1070,12 +1099,18 @@ class _Rollout:
         self.events.append(
             Event(Reason.ROLLED_BACK, f"rolled back model {model.uri}: {message}", warning=True)
         )
-        self.status.update(failedModel=model.uri, canaryModel=None, canaryWeight=None, step=None)
+        self.status.update(
+            failedModel=model.uri,
+            failedRevision=self.revision,
+            canaryModel=None,
+            canaryWeight=None,
+            step=None,
+        )
         return self._finish(
             DeploymentPhase.ROLLED_BACK,
             Reason.ROLLED_BACK,
             f"rolled back model {model.uri}: {message}",
-            stable=self.stable_model,
+            stable=None,
             degraded_reason=cause,
         )
 

@@ -84,7 +84,7 @@ def deployment(
 
 def pod(model: ResolvedModel, restarts: int) -> dict[str, Any]:
     return {
-        "metadata": {"labels": {rollout.MODEL_HASH_LABEL: rollout.model_hash(model.uri)}},
+        "metadata": {"labels": {rollout.REVISION_LABEL: rollout.revision(model, make_spec())}},
         "status": {"containerStatuses": [{"restartCount": restarts}]},
     }
 
@@ -309,7 +309,7 @@ def test_pending_model_keeps_the_serving_stable_untouched() -> None:
     stable = deployment("stable", M1, 4)
     decision = run(make_spec(), Observed(stable=stable), model=ModelNotReady("not yet"))
     assert decision.phase == "Pending"
-    assert decision.stable_model == M1
+    assert decision.stable_model is None  # keep the stable template
     assert decision.canary is None
 
 
@@ -451,7 +451,7 @@ def canary_start(
 def test_new_model_starts_a_canary_beside_the_untouched_stable() -> None:
     _spec, start = canary_start()
     assert start.phase == "Progressing"
-    assert start.stable_model == M1  # the stable keeps its model...
+    assert start.stable_model is None  # the stable keeps its pod template...
     assert start.stable_replicas == 4  # ...and its replica count
     assert start.canary == CanaryPlan(M2, 1)
     assert (start.status["canaryModel"], start.status["canaryWeight"], start.status["step"]) == (
@@ -489,7 +489,7 @@ def test_ready_canary_holds_for_the_pause_then_advances() -> None:
     advanced = run(spec, observed, holding.status, T0 + timedelta(seconds=40))
     assert advanced.status["step"] == 1 and advanced.status["canaryWeight"] == 50
     assert advanced.canary == CanaryPlan(M2, 2)
-    assert advanced.stable_model == M1
+    assert advanced.stable_model is None
     assert [e.reason for e in advanced.events] == ["CanaryStep"]
     assert advanced.status["stepStartTime"] is None
     assert advanced.status["rolloutStartTime"] == "2026-11-23T12:00:40Z"
@@ -607,7 +607,7 @@ def test_crash_looping_canary_is_rolled_back_without_touching_the_stable() -> No
     rolled = run(spec, observed, start.status, T0 + timedelta(seconds=40))
     assert rolled.phase == "RolledBack"
     assert rolled.canary is None
-    assert rolled.stable_model == M1 and rolled.stable_replicas == 4
+    assert rolled.stable_model is None and rolled.stable_replicas == 4
     assert rolled.status["failedModel"] == M2.uri
     assert rolled.status["stableModel"] == M1.uri
     assert rolled.status["canaryModel"] is None
@@ -651,7 +651,7 @@ def test_never_ready_canary_is_rolled_back_at_the_deadline() -> None:
     assert rolled.phase == "RolledBack"
     assert cond(rolled, "Degraded") == ("True", "ProgressDeadlineExceeded")
     assert "progressDeadlineSeconds=120" in rolled.events[0].message
-    assert rolled.canary is None and rolled.stable_model == M1
+    assert rolled.canary is None and rolled.stable_model is None
 
 
 def test_rolled_back_model_is_not_retried_and_stays_quiet() -> None:
@@ -696,7 +696,7 @@ def test_model_changed_mid_canary_restarts_the_canary_with_the_newest_model() ->
     )
     assert restarted.canary == CanaryPlan(M3, 1)
     assert restarted.status["step"] == 0 and restarted.status["canaryModel"] == M3.uri
-    assert restarted.stable_model == M1
+    assert restarted.stable_model is None
     assert [e.reason for e in restarted.events] == ["CanaryRestarted", "CanaryStarted"]
     outcomes = [(h["model"], h["outcome"]) for h in restarted.status["history"]]
     assert outcomes == [(M2.uri, "Superseded"), (M3.uri, "InProgress")]
@@ -768,7 +768,7 @@ def test_lost_status_mid_canary_restarts_the_step_clock_safely() -> None:
         and decision.status["rolloutStartTime"] == "2026-11-23T12:00:00Z"
     )
     assert decision.canary == CanaryPlan(M2, 1)
-    assert decision.stable_model == M1
+    assert decision.stable_model is None  # keep the stable template
 
 
 def test_history_is_bounded_to_ten_rollouts() -> None:
@@ -790,3 +790,57 @@ def test_history_is_bounded_to_ten_rollouts() -> None:
     assert len(decision.status["history"]) == 10
     assert decision.status["history"][-1]["model"] == M2.uri
     assert decision.status["history"][0]["model"] == "s3://m/1"
+
+
+def test_new_server_image_with_the_same_model_goes_through_the_canary() -> None:
+    spec = make_spec(model={"uri": M1.uri, "version": M1.version})
+    stable = deployment("stable", M1, 4)  # built with serve-ok:1
+    new_image = make_spec(
+        model={"uri": M1.uri, "version": M1.version},
+        runtime={"image": "registry.test/serve-ok:2", "port": 8080, "healthPath": "/ready"},
+    )
+    assert rollout.revision(M1, spec) != rollout.revision(M1, new_image)
+    decision = run(new_image, Observed(stable=stable), {"stableModel": M1.uri})
+    assert decision.canary == CanaryPlan(M1, 1)
+    assert decision.stable_model is None  # the stable keeps serve-ok:1 until promotion
+
+
+def test_failed_revision_is_not_retried_but_a_fixed_runtime_is() -> None:
+    crash = make_spec(
+        runtime={"image": "registry.test/crash:1", "port": 8080, "healthPath": "/ready"}
+    )
+    start = run(crash, Observed(stable=deployment("stable", M1, 4)), {"stableModel": M1.uri})
+    bad = rollout.revision(M2, crash)
+    observed = Observed(
+        stable=deployment("stable", M1, 4),
+        canary=deployment("canary", M2, 1, ready=0),
+        canary_pods=[
+            {
+                "metadata": {"labels": {rollout.REVISION_LABEL: bad}},
+                "status": {"containerStatuses": [{"restartCount": 3}]},
+            }
+        ],
+    )
+    # The test helper builds Deployments from make_spec(): give the canary the crash revision.
+    assert observed.canary is not None
+    observed.canary["spec"]["template"]["metadata"]["annotations"][rollout.REVISION_ANNOTATION] = (
+        bad
+    )
+    rolled = run(crash, observed, start.status, T0 + timedelta(seconds=5))
+    assert rolled.phase == "RolledBack"
+    assert (rolled.status["failedModel"], rolled.status["failedRevision"]) == (M2.uri, bad)
+    again = run(
+        crash,
+        Observed(stable=deployment("stable", M1, 4)),
+        rolled.status,
+        T0 + timedelta(seconds=9),
+    )
+    assert again.phase == "RolledBack" and again.canary is None
+    fixed = run(
+        make_spec(),
+        Observed(stable=deployment("stable", M1, 4)),
+        rolled.status,
+        T0 + timedelta(seconds=9),
+    )
+    assert fixed.canary == CanaryPlan(M2, 1)
+    assert [e.reason for e in fixed.events] == ["CanaryStarted"]
