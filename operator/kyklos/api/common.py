@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -9,7 +10,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "kyklos.io"
@@ -38,10 +44,12 @@ Quantity = Annotated[
     Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
 ]
 
+
 #: Free-form string maps (env, hyperparameters, nodeSelector). Bounded so that the API
 #: server's CEL cost estimate of rules that compare whole specs stays within its limit.
 StringMap = Annotated[
-    dict[str, Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=128)
+    dict[str, Annotated[str, StringConstraints(max_length=4096)]],
+    Field(max_length=128),
 ]
 
 
@@ -248,26 +256,80 @@ class Toleration(KyklosModel):
 M = TypeVar("M", bound=BaseModel)
 
 
-def prune_nulls(data: Any) -> Any:
-    """Drop null object fields and map values, as the API server does before defaulting.
+def as_decoded(data: Any) -> Any:
+    """JSON data as the API server decodes it: integral floats (``1.0``) become integers.
 
-    Nulls inside lists stay (the API server rejects them as wrongly typed).
+    (apimachinery's JSON decoder converts every whole float64 within int64 range to int64,
+    so ``port: 8080.0`` is an integer to the schema, and to ``validate_wire``.)
     """
     if isinstance(data, dict):
-        return {k: prune_nulls(v) for k, v in data.items() if v is not None}
+        return {k: as_decoded(v) for k, v in data.items()}
     if isinstance(data, list):
-        return [prune_nulls(v) for v in data]
+        return [as_decoded(v) for v in data]
+    if isinstance(data, float) and data.is_integer() and -(2**63) <= data < 2**63:
+        return int(data)
     return data
+
+
+@functools.cache
+def _wire_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(by_alias=True)
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any], data: Any) -> dict[str, Any]:
+    """The schema node that describes ``data``: through ``$ref`` and ``Optional``/unions."""
+    if "$ref" in node:
+        return _resolve(defs[node["$ref"].rsplit("/", 1)[-1]], defs, data)
+    if "anyOf" in node:
+        wanted = "object" if isinstance(data, dict) else "array" if isinstance(data, list) else ""
+        for branch in node["anyOf"]:
+            resolved = _resolve(branch, defs, data)
+            if resolved.get("type") == wanted:
+                return resolved
+        return {}
+    return node
+
+
+def _prune_known_nulls(node: dict[str, Any], defs: dict[str, Any], data: Any) -> Any:
+    node = _resolve(node, defs, data)
+    if isinstance(data, dict):
+        props = node.get("properties")
+        if props is not None:
+            return {
+                k: _prune_known_nulls(props[k], defs, v) if k in props else v
+                for k, v in data.items()
+                if not (v is None and k in props)
+            }
+        values = node.get("additionalProperties")
+        if isinstance(values, dict):
+            return {
+                k: _prune_known_nulls(values, defs, v) for k, v in data.items() if v is not None
+            }
+    if isinstance(data, list) and isinstance(node.get("items"), dict):
+        return [_prune_known_nulls(node["items"], defs, v) for v in data]
+    return data
+
+
+def as_stored(model: type[BaseModel], data: Mapping[str, Any]) -> Any:
+    """JSON data as the API server decodes and prunes it before validating it.
+
+    Whole floats (``8080.0``) become integers (apimachinery's JSON decoder does that for
+    every integral float64 in int64 range); null fields and map values the schema knows are
+    dropped (and later defaulted); nulls in lists and unknown fields stay, to be rejected.
+    """
+    schema = _wire_schema(model)
+    return _prune_known_nulls(schema, schema.get("$defs", {}), as_decoded(data))
 
 
 def validate_wire(model: type[M], data: Mapping[str, Any]) -> M:
     """Validate JSON-shaped data as the API server judges it.
 
-    Strict JSON types (no ``"2"`` for an integer), camelCase field names only, unknown
-    fields rejected, null fields treated as absent: the same documents the CRD accepts.
+    Strict JSON types (no ``"2"`` for an integer; ``2.0`` is one once decoded), camelCase
+    field names only, unknown fields rejected, null fields and map values absent (see
+    ``as_stored``): the same documents the CRD accepts.
     """
     return model.model_validate_json(
-        json.dumps(prune_nulls(data)), strict=True, by_alias=True, by_name=False
+        json.dumps(as_stored(model, data)), strict=True, by_alias=True, by_name=False
     )
 
 

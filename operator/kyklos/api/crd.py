@@ -175,6 +175,13 @@ def _structural_unordered(node: dict[str, Any], defs: dict[str, Any], path: str)
             raise CrdRenderError(f"{path}: JSON Schema keyword {key!r} has no CRD equivalent")
     if "default" in out and out["default"] is None:
         del out["default"]
+    # pydantic emits a length constraint next to a validator as min/maxLength whatever the
+    # type; for maps and lists it bounds the number of entries.
+    if node.get("type") in ("object", "array"):
+        noun = "Properties" if node["type"] == "object" else "Items"
+        for bound in ("min", "max"):
+            if f"{bound}Length" in out:
+                out[f"{bound}{noun}"] = out.pop(f"{bound}Length")
     # JSON Schema 2020-12 numeric exclusive bounds -> OpenAPI v3.0 boolean form.
     for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
         if flag in out and not isinstance(out[flag], bool):

@@ -5,7 +5,8 @@ unknown fields are errors (kubectl sends ``fieldValidation=Strict``), nulls of n
 fields are dropped, structural defaults are applied (recursively, into defaulted values),
 the OpenAPI schema is checked, ``x-kubernetes-list-type`` map/set uniqueness is checked, and
 only when those found no error, every ``x-kubernetes-validations`` CEL rule is evaluated
-with ``self`` (and on update ``oldSelf``) bound to its node. The CEL side uses cel-python
+with ``self`` (and on update ``oldSelf``) bound to its node. Decoding turns whole floats
+(``8080.0``) into integers, as apimachinery's JSON decoder does. The CEL side uses cel-python
 with the Kubernetes list-library functions the CRDs use registered with their Kubernetes
 semantics. The pydantic side validates exactly as ``kyklos.api.common.validate_wire``.
 
@@ -32,7 +33,7 @@ import jsonschema
 from celpy import celtypes
 from pydantic import BaseModel, ValidationError
 
-from kyklos.api.common import validate_wire
+from kyklos.api.common import as_decoded, validate_wire
 
 Path = tuple[str | int, ...]
 
@@ -212,23 +213,43 @@ def crd_schema(crd: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _unknown_fields(schema: dict[str, Any], value: Any, path: Path) -> Iterator[Problem]:
+    """Strict field validation happens while decoding, before nulls are pruned."""
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        for key, item in value.items():
+            if props is not None and key not in props:
+                yield Problem((*path, key), f"unknown field {key!r}", "schema", "unknown")
+                continue
+            sub = props[key] if props is not None else schema.get("additionalProperties")
+            if isinstance(sub, dict):
+                yield from _unknown_fields(sub, item, (*path, key))
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from _unknown_fields(schema["items"], item, (*path, index))
+
+
 def kube_problems(
     crd: dict[str, Any], manifest: dict[str, Any], old: dict[str, Any] | None = None
 ) -> list[Problem]:
     """Why the API server would reject this create (or, with ``old``, update); [] if accepted."""
     schema = crd_schema(crd)
-    doc = default_and_prune_nulls(schema, copy.deepcopy(manifest))
+    decoded = as_decoded(manifest)  # whole floats are integers after decoding
+    unknown = list(_unknown_fields(schema, decoded, ()))
+    if unknown:
+        return unknown  # a strict decoding error ends the request before validation
+    doc = default_and_prune_nulls(schema, copy.deepcopy(decoded))
     problems = list(_schema_problems(schema, doc))
     problems += _list_type_problems(schema, doc, ())
     if problems:
         return problems  # the API server skips CEL when the object is structurally invalid
-    old_doc = default_and_prune_nulls(schema, copy.deepcopy(old)) if old is not None else None
+    old_doc = default_and_prune_nulls(schema, as_decoded(old)) if old is not None else None
     return list(_cel_problems(schema, doc, old_doc, ()))
 
 
 def kube_defaulted(crd: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     """The object as the API server would store it (defaults applied, nulls dropped)."""
-    result: dict[str, Any] = default_and_prune_nulls(crd_schema(crd), copy.deepcopy(manifest))
+    result: dict[str, Any] = default_and_prune_nulls(crd_schema(crd), as_decoded(manifest))
     return result
 
 

@@ -171,6 +171,8 @@ GOOD = [
         "ModelDeployment",
         {"spec.runtime.port": None, "spec.runtime.env": {"A": None}, "spec.autoscaling": None},
     ),
+    # A whole float is an integer once the API server decoded it.
+    Case("deployment-whole-float-port", "ModelDeployment", {"spec.runtime.port": 9000.0}),
     Case("drift-full", "DriftMonitor"),
     Case(
         "drift-promote-none-without-deployment",
@@ -382,7 +384,19 @@ BAD = [
         at="spec.runtime.healthPath",
     ),
     Case("deployment-no-runtime", "ModelDeployment", {"spec.runtime": DELETE}, at="spec.runtime"),
-    # ...but a null list item is a type error.
+    # ...but an unknown field is an error even when null, and a null list item is a type error.
+    Case(
+        "deployment-unknown-null-field",
+        "ModelDeployment",
+        {"spec.runtime.extra": None},
+        at="spec.runtime.extra",
+    ),
+    Case(
+        "deployment-fractional-port",
+        "ModelDeployment",
+        {"spec.runtime.port": 9000.5},
+        at="spec.runtime.port",
+    ),
     Case(
         "deployment-null-arg",
         "ModelDeployment",
