@@ -231,3 +231,33 @@ def test_api_server_and_pydantic_agree_on_random_mutations(
         assert server == (not pyd), f"API server: {message or 'accepted'}\npydantic: {pyd}"
 
     agree()
+
+
+def test_cel_cost_estimation_needs_the_bounds(crds_installed: Path) -> None:
+    """The API server's CEL cost estimate is live: without maxItems on the canary steps,
+    the ModelDeployment CRD is refused; with the rendered bounds it is accepted."""
+    from kyklos.api import ModelDeployment
+    from kyklos.api.crd import render_crd
+
+    crd = render_crd(ModelDeployment)
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    del spec["properties"]["strategy"]["properties"]["steps"]["maxItems"]
+    result = subprocess.run(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(crds_installed),
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-f",
+            "-",
+        ],
+        input=yaml.safe_dump(crd),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "estimated rule cost exceeds budget" in result.stderr

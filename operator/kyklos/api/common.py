@@ -45,11 +45,11 @@ Quantity = Annotated[
 ]
 
 
-#: Free-form string maps (env, hyperparameters, nodeSelector). Bounded so that the API
-#: server's CEL cost estimate of rules that compare whole specs stays within its limit.
+#: Free-form string maps (env, hyperparameters, nodeSelector), bounded like everything in a
+#: spec (the API server's CEL cost estimate needs bounds; these fit it with room to spare).
 StringMap = Annotated[
-    dict[str, Annotated[str, StringConstraints(max_length=4096)]],
-    Field(max_length=128),
+    dict[str, Annotated[str, StringConstraints(max_length=32768)]],
+    Field(max_length=256),
 ]
 
 

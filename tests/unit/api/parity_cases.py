@@ -285,7 +285,7 @@ BAD = [
     Case(
         "training-env-too-many",
         "TrainingJob",
-        {"spec.env": {f"V{i}": "x" for i in range(129)}},
+        {"spec.env": {f"V{i}": "x" for i in range(257)}},
         at="spec.env",
     ),
     Case("training-port-range", "TrainingJob", {"spec.masterPort": 70000}, at="spec.masterPort"),
