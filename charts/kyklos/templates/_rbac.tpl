@@ -11,56 +11,60 @@ resolves them, so the operator itself needs no permission on Secrets and never s
 
 {{/* Rules for namespaced resources. Argument: the peering resource ("kopfpeerings" or ""). */}}
 {{- define "kyklos.rbac.namespacedRules" -}}
-# Kyklos resources: kopf watches them, and patches them for its annotations and finalizers.
-# DriftMonitor creates retraining TrainingJobs, hence `create` on trainingjobs.
+# Kyklos resources. kopf watches all four; it patches Datasets and DriftMonitors (their
+# daemons keep state in annotations and a finalizer); a DriftMonitor patches the
+# ModelDeployment it promotes a retrained model to. `kyklos run` checks list, watch and
+# patch on every kind before it starts. Nothing uses `update` (PUT): every write is a patch.
 - apiGroups: ["kyklos.io"]
-  resources: ["datasets", "modeldeployments", "driftmonitors"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  resources: ["datasets", "trainingjobs", "modeldeployments", "driftmonitors"]
+  verbs: ["get", "list", "watch", "patch"]
+# A DriftMonitor creates its retraining TrainingJobs.
 - apiGroups: ["kyklos.io"]
   resources: ["trainingjobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
-# Status is a subresource: the operator writes every kind's status.
+  verbs: ["create"]
+# Status is a subresource; the operator merge-patches only what changed.
 - apiGroups: ["kyklos.io"]
   resources: ["datasets/status", "trainingjobs/status", "modeldeployments/status", "driftmonitors/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Children carry ownerReferences with blockOwnerDeletion; clusters running the
 # OwnerReferencesPermissionEnforcement admission plugin (OpenShift) require `update` on the
-# owner's finalizers subresource for that. Documented allow-list entry.
+# owner's finalizers subresource for that.
 - apiGroups: ["kyklos.io"]
   resources: ["datasets/finalizers", "trainingjobs/finalizers", "modeldeployments/finalizers", "driftmonitors/finalizers"]
   verbs: ["update"]
-# Profile, drift-check and training Jobs.
+# Profile, drift-check and training Jobs: created, suspended/resumed (patch), and deleted
+# when a profile or check is re-run.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Worker and trainer results arrive as container termination messages in Pod status.
+# Worker and trainer results arrive as container termination messages in Pod status,
+# read from the watch (and a list), never one by one.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # The per-namespace artifact claim for pvc:// stores: created when missing, never changed
 # or deleted (artifacts outlive the resources that made them).
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "create"]
-# Model Services and the headless Services of distributed training.
+# Model Services and the headless Services of distributed training (garbage-collected
+# through their owner, never deleted by the operator).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Stable and canary model Deployments.
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Stable and canary model Deployments: canary steps patch replicas; a finished canary is
+# deleted.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Model autoscaling.
+# Model autoscaling (spec.autoscaling); deleted when autoscaling is turned off.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Events for every transition (kopf posts core/v1 Events; events.k8s.io is the same store).
+# Events for every transition (core/v1; kopf's own per-handler Events are turned off).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if . }}
 # kopf peering between operator replicas (only with more than one replica).
 - apiGroups: ["kopf.dev"]
@@ -74,7 +78,7 @@ resolves them, so the operator itself needs no permission on Secrets and never s
 # kopf's CRD observer: notices when the Kyklos CRDs are installed or removed.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- if .Values.watchNamespaces }}
 # kopf's namespace observer, used only when specific namespaces are watched.
 - apiGroups: [""]
