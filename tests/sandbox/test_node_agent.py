@@ -693,6 +693,10 @@ def test_extended_resources_from_the_policy_make_gpu_pods_schedulable(
     create(k8s, namespace, body)
     pod = wait_pod(k8s, namespace, "gpu", phase_is("Succeeded", "Failed"), "completion")
     assert pod["status"]["phase"] == "Succeeded"
+    kubelet_policy({"nodes": {"cpu": "2"}})
+    node = core(k8s).read_node("sandbox-node-1")
+    assert "nvidia.com/gpu" not in node.status.capacity, "a resource the policy drops goes away"
+    assert node.status.capacity["cpu"] == "2"
 
 
 @pytest.mark.sandbox_only

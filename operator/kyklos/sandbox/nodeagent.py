@@ -417,11 +417,18 @@ class NodeAgent:
             self.patch_node_status(name)
         log.info("registered nodes %s", ", ".join(self.node_names))
 
-    def patch_node_status(self, name: str) -> None:
+    def patch_node_status(self, name: str, previous: Policy | None = None) -> None:
+        """Post the node status; resources only `previous` had are removed (merge patch)."""
+        status = self.node_status(name)
+        if previous is not None:
+            for key in previous.nodes.as_capacity():
+                if key not in status["capacity"]:
+                    status["capacity"][key] = None
+                    status["allocatable"][key] = None
         self.api.request(
             "PATCH",
             f"/api/v1/nodes/{name}/status",
-            {"status": self.node_status(name)},
+            {"status": status},
             content_type="application/merge-patch+json",
         )
 
@@ -502,9 +509,14 @@ class NodeAgent:
             except PolicyError as e:
                 log.error("%s; keeping the previous policy", e)
                 continue
-            self.policy = policy
+            previous, self.policy = self.policy, policy
             log.info("policy reloaded (sha256 %s)", digest)
             for name in self.node_names:
+                labels: dict[str, str | None] = dict(
+                    self.node_manifest(name, 1)["metadata"]["labels"]
+                )
+                for key in previous.nodes.labels:
+                    labels.setdefault(key, None)
                 self.contexts[name].allocatable = policy.nodes.as_capacity()
                 try:
                     self.api.request(
@@ -512,13 +524,13 @@ class NodeAgent:
                         f"/api/v1/nodes/{name}",
                         {
                             "metadata": {
-                                "labels": self.node_manifest(name, 1)["metadata"]["labels"],
+                                "labels": labels,
                                 "annotations": {POLICY_ANNOTATION: digest},
                             }
                         },
                         content_type="application/merge-patch+json",
                     )
-                    self.patch_node_status(name)
+                    self.patch_node_status(name, previous)
                 except (ApiError, OSError, urllib3.exceptions.HTTPError) as e:
                     log.warning("node %s: cannot record the policy: %s", name, e)
 

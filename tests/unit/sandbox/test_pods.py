@@ -208,6 +208,18 @@ def test_missing_executable_is_a_start_error_naming_it() -> None:
     assert resolve_executable("sh", "/usr/bin:/bin").endswith("/sh")
 
 
+def test_without_mount_namespace_mount_paths_are_rewritten_to_host_paths() -> None:
+    from kyklos.sandbox.pods import _rewrite
+
+    rewrites = [("/dev/termination-log", "/d/t/0.termination-log"), ("/data", "/d/vol/data")]
+    assert _rewrite("/data", rewrites) == "/d/vol/data"
+    assert _rewrite("/data/in/x.csv", rewrites) == "/d/vol/data/in/x.csv"
+    assert _rewrite("--out=/data/report", rewrites) == "--out=/d/vol/data/report"
+    assert _rewrite("/dev/termination-log", rewrites) == "/d/t/0.termination-log"
+    assert _rewrite("/database", rewrites) == "/database", "only whole path components"
+    assert _rewrite("pvc://claim/data", rewrites) == "pvc://claim/data"
+
+
 def test_default_storage_class_is_default_and_immediate() -> None:
     sc = storage_class_manifest()
     assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
