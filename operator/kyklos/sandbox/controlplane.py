@@ -152,8 +152,18 @@ class ControlPlane:
 
     # ----------------------------------------------------------------- start-up
 
-    def start(self, say: Progress, *, timeout: float = 120.0) -> None:
-        """Start every component and wait until each is healthy (raises ComponentError)."""
+    def start(
+        self,
+        say: Progress,
+        *,
+        timeout: float = 120.0,
+        on_api_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Start every component and wait until each is healthy (raises ComponentError).
+
+        ``on_api_ready`` runs as soon as the API server is ready, so clients (the node agent)
+        start in parallel with the controller manager and the scheduler.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         pki = ensure_pki(self.pki.directory, SERVICE_IP)
         if self.api_port == 0:
@@ -178,6 +188,8 @@ class ControlPlane:
         kcm_port, sched_port = free_port(), free_port()
         kcm = self._spawn("kube-controller-manager", self._kcm_args(pki, kcm_port))
         sched = self._spawn("kube-scheduler", self._scheduler_args(sched_port))
+        if on_api_ready is not None:
+            on_api_ready()
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # their self-signed serving certs; /healthz only

@@ -157,19 +157,22 @@ class Sandbox:
         started = time.monotonic()
         cp = ControlPlane(self.data_dir, binaries, api_port=opts.port)
         self.control_plane = cp
-        cp.start(say, timeout=opts.ready_timeout)
-        pki = cp.pki
-        config = kubeconfig(
-            cp.server,
-            pki.ca_cert,
-            pki.client_cert("admin"),
-            pki.client_key("admin"),
-            embed=True,
-        )
-        self.kubeconfig_text = yaml.safe_dump(config, sort_keys=False)
-        write_private(self.kubeconfig_path, self.kubeconfig_text)
-        if opts.node_agent:
-            self.start_agent(cp)
+
+        def api_ready() -> None:
+            pki = cp.pki
+            config = kubeconfig(
+                cp.server,
+                pki.ca_cert,
+                pki.client_cert("admin"),
+                pki.client_key("admin"),
+                embed=True,
+            )
+            self.kubeconfig_text = yaml.safe_dump(config, sort_keys=False)
+            write_private(self.kubeconfig_path, self.kubeconfig_text)
+            if opts.node_agent:
+                self.start_agent(cp)
+
+        cp.start(say, timeout=opts.ready_timeout, on_api_ready=api_ready)
         self.wait_usable(cp, started + opts.ready_timeout)
         say(
             f"ready in {time.monotonic() - started:.1f}s: {cp.server}, {opts.nodes} node(s), "
@@ -205,6 +208,7 @@ class Sandbox:
             ready = _ready_nodes(_api_get(cp, context, "/api/v1/nodes")) if want_nodes else []
             account = _api_get(cp, context, "/api/v1/namespaces/default/serviceaccounts/default")
             if len(ready) >= want_nodes and account is not None:
+                say(f"{len(ready)} node(s) Ready and default ServiceAccount present")
                 return
             if time.monotonic() > deadline:
                 what = (
