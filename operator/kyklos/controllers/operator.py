@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import kopf
+import kubernetes
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 from urllib3.exceptions import HTTPError
@@ -116,6 +117,9 @@ def run(options: RunOptions, cfg: config.OperatorConfig) -> int:
     config.install(cfg)
     if options.kubeconfig:
         os.environ["KUBECONFIG"] = options.kubeconfig
+        # kopf logs in through kubernetes.config.load_kube_config(), whose default file was
+        # read from $KUBECONFIG when the module was imported (before the line above).
+        kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = options.kubeconfig
     try:
         client.load_config(options.kubeconfig)
     except Exception as exc:
