@@ -1102,6 +1102,8 @@ class PodWorker:
             full_env = {k: _rewrite(v, rewrites) for k, v in full_env.items()}
             full_env["KYKLOS_TERMINATION_MESSAGE_PATH"] = term_file
             argv[0] = resolve_executable(argv[0], full_env.get("PATH", ""))
+            if shutil.which("setpriv"):
+                argv = ["setpriv", "--pdeathsig", "KILL", *argv]
             cwd = _rewrite(workdir, rewrites) if workdir else None
             if cwd:
                 os.makedirs(cwd, exist_ok=True)
