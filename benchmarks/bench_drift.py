@@ -58,9 +58,11 @@ c = Dataset.from_pandas(cur, data_definition=definition)
 best = float("inf")
 for _ in range(repeat):
     t = time.perf_counter()
-    Report([DataDriftPreset()]).run(c, r)
+    snapshot = Report([DataDriftPreset()]).run(c, r)
     best = min(best, time.perf_counter() - t)
-print(json.dumps({"seconds": best}))
+values = {m["config"]["column"]: m["value"] for m in snapshot.dict()["metrics"]
+          if "column" in m.get("config", {})}
+print(json.dumps({"seconds": best, "values": values}))
 """
 
 
@@ -195,8 +197,9 @@ def run_evidently(
             text=True,
         )
     if proc.returncode != 0:
-        return None, "Evidently failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]), ""
+        return None, "Evidently failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1], {}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return float(result["seconds"]), "", {k: float(v) for k, v in result["values"].items()}
 
 
 def bench(
@@ -224,11 +227,12 @@ def bench(
     times["floor"] = best_of(lambda: floor(ref, cur), repeat)
     times["naive scipy"] = best_of(lambda: naive_scipy(ref_np, cur_np), max(1, repeat - 1))
     note = ""
+    ev_values: dict[str, float] = {}
     python, why = evidently
     if python is None:
         times["evidently"], note = None, why
     else:
-        times["evidently"], note = run_evidently(python, ref, cur, 1)
+        times["evidently"], note, ev_values = run_evidently(python, ref, cur, 1)
     k = times["kyklos"]
     assert k is not None
     print(f"{'engine':16}{'seconds':>10}{'vs kyklos':>12}")
@@ -243,6 +247,14 @@ def bench(
     e = times["evidently"]
     print(f"kyklos / floor = {k / f:.2f} (target <= 3)", end="")
     print(f";  evidently / kyklos = {e / k:.1f} (target >= 10)" if e else "")
+    if ev_values:
+        # Same definitions (DESIGN.md 8): Wasserstein / reference std, JS distance (ln).
+        _, details = compare_tables(ref, cur, kinds_of(ref), "wasserstein", "js", ds.Thresholds())
+        diffs = [abs(details[c]["score"] - v) for c, v in ev_values.items() if c in details]
+        print(
+            f"agreement with Evidently's per-column scores ({len(diffs)} columns): "
+            f"max |difference| = {max(diffs):.2e}"
+        )
     numpy_peak, arrow_peak = kyklos_peak_memory(ref, cur)
     print(
         f"kyklos peak extra memory: {(numpy_peak + arrow_peak) / 2**20:.0f} MiB "

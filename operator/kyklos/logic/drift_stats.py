@@ -2,7 +2,7 @@
 
 Definitions Kyklos uses (and where they match Evidently 0.7, DESIGN.md §8):
 
-Numeric features. NaNs are dropped and counted; each column is sorted once and every
+Numeric features. NaNs (nulls) and infinities are dropped and counted as nulls; each column is sorted once and every
 statistic is derived from the two sorted arrays and their linear merge.
 
 - ``ks``: two-sample Kolmogorov-Smirnov (the p-value is computed only when asked for:
@@ -166,11 +166,11 @@ def dataset_drifted(share: float, thresholds: Thresholds) -> bool:
 
 
 def sorted_finite(values: npt.ArrayLike) -> tuple[FloatArray, int]:
-    """The non-NaN values sorted ascending, and how many NaNs were dropped."""
+    """The finite values sorted ascending, and how many NaN/inf values were dropped."""
     arr = np.asarray(values, dtype=np.float64)
-    nan_mask = np.isnan(arr)
-    nulls = int(nan_mask.sum())
-    kept = arr[~nan_mask] if nulls else arr.copy()
+    bad = ~np.isfinite(arr)
+    nulls = int(bad.sum())
+    kept = arr[~bad] if nulls else arr.copy()
     kept.sort()
     return kept, nulls
 

@@ -254,3 +254,11 @@ def test_merge_cdf_difference_is_exact_at_the_end_of_every_tie_run() -> None:
         expected = np.mean(ref <= value) - np.mean(cur <= value)
         assert d == pytest.approx(expected, abs=1e-15)
     assert np.all(diff[~ends] == 0.0)
+
+
+def test_infinities_are_dropped_like_nulls() -> None:
+    ref = np.array([1.0, 2.0, np.inf, 3.0, -np.inf])
+    cur = np.array([1.5, 2.5, np.nan])
+    result = ds.numeric_drift(ref, cur)
+    assert (result.reference_nulls, result.current_nulls) == (2, 1)
+    assert _close(result.wasserstein, float(stats.wasserstein_distance([1, 2, 3], [1.5, 2.5])))
