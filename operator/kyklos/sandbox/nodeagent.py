@@ -580,7 +580,10 @@ class NodeAgent:
                     )
             return
         ips = self.ips[node]
-        ip = ips.take((pod.get("status") or {}).get("podIP", ""))
+        if pod["spec"].get("hostNetwork"):
+            ip = "127.0.0.1"  # the node's address, as for any host-network pod
+        else:
+            ip = ips.take((pod.get("status") or {}).get("podIP", ""))
         holder: list[PodWorker] = []
 
         def done() -> None:
@@ -647,8 +650,16 @@ class NodeAgent:
 
 
 def remove_mountpoints(paths: list[str]) -> None:
-    """Remove mount points the agent created, if still empty (deepest first)."""
+    """Remove mount points the agent created, if empty and unused (deepest first).
+
+    Another sandbox on this machine may have a pod with a bind mount on the same path in
+    its own mount namespace; removing the path would detach that mount, so paths that are
+    a mount point in any process's namespace stay.
+    """
+    busy = mountpoints_in_use()
     for path in sorted(paths, key=len, reverse=True):
+        if path in busy:
+            continue
         try:
             if os.path.isdir(path) and not os.path.islink(path):
                 os.rmdir(path)
@@ -656,6 +667,42 @@ def remove_mountpoints(paths: list[str]) -> None:
                 os.unlink(path)
         except OSError:
             pass
+
+
+def mountpoints_in_use() -> set[str]:
+    """Mount point paths of every mount namespace visible through /proc."""
+    seen_ns: set[str] = set()
+    busy: set[str] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ns = os.readlink(f"/proc/{entry}/ns/mnt")
+            if ns in seen_ns:
+                continue
+            with open(f"/proc/{entry}/mountinfo") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        seen_ns.add(ns)
+        for line in lines:
+            fields = line.split(" ")
+            if len(fields) > 4:
+                busy.add(_unescape_mount_path(fields[4]))
+    return busy
+
+
+def _unescape_mount_path(text: str) -> str:
+    """Undo mountinfo's octal escapes (\\040 for a space, ...)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 3 < len(text) and text[i + 1 : i + 4].isdigit():
+            out.append(chr(int(text[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def _alive(pid: int) -> bool:

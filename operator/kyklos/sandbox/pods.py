@@ -39,7 +39,11 @@ the terminationMessagePath (replaced by the per-container file), the env var
 rewritten likewise. A program that builds such paths itself (e.g. from a constant) then
 writes to the real host path, which may fail.
 
-Scripted actions (``succeed``/``fail``/``serve``/``crashloop``/``pending``) run no process.
+Probes: a ``process`` container's readinessProbe is run for real when it is ``httpGet``
+or ``tcpSocket`` (against 127.0.0.1, since pod IPs are not routable here); with an
+``exec``/``grpc`` readinessProbe, or none, a container is ready while it runs. Liveness
+and startup probes are not run. Scripted actions (``succeed``/``fail``/``serve``/
+``crashloop``/``pending``) run no process and ignore probes.
 """
 
 from __future__ import annotations
