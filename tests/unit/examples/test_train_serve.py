@@ -190,3 +190,22 @@ def test_load_model_rejects_a_foreign_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "sklearn-pickle"}))
     with pytest.raises(ValueError, match="not a kyklos-example-logistic-regression/v1 model"):
         load_model(str(path))
+
+
+def test_example_programs_import_only_stdlib_numpy_and_themselves() -> None:
+    """The example programs read as user code: no kopf, no Kubernetes client, no Kyklos
+    internals -- only the standard library, NumPy and kyklos.examples."""
+    import ast
+
+    allowed_roots = set(sys.stdlib_module_names) | {"numpy", "__future__"}
+    package = REPO / "operator" / "kyklos" / "examples"
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                ok = name.split(".")[0] in allowed_roots or name.startswith("kyklos.examples")
+                assert ok, f"{path.name} imports {name}"
