@@ -487,7 +487,7 @@ def test_long_running_pod_becomes_ready_with_kubelet_conditions(k8s: Any, namesp
     main = container_status(pod, "main")
     assert main["started"] is True
     assert main["state"]["running"]["startedAt"]
-    assert main["image"] == "nginx:1.27"
+    assert main["image"].endswith("nginx:1.27")
     assert main["imageID"] and main["containerID"]
     assert status["podIP"] and status["hostIP"] and status["startTime"]
     assert status["podIPs"] == [{"ip": status["podIP"]}]
@@ -516,6 +516,14 @@ def test_pvc_of_the_default_class_becomes_bound(k8s: Any, namespace: str) -> Non
     }
     c = core(k8s)
     c.create_namespaced_persistent_volume_claim(namespace, claim)
+    # A consumer, so that classes binding WaitForFirstConsumer (kind's) bind as well.
+    consumer = make_pod(
+        "consumer",
+        "print('mounted')",
+        volumeMounts=[{"name": "d", "mountPath": "/mnt/data"}],
+        pod_spec={"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]},
+    )
+    create(k8s, namespace, consumer)
     classes = client.StorageV1Api(k8s).list_storage_class().items
     defaults = [
         sc.metadata.name
