@@ -894,14 +894,16 @@ class _Rollout:
         steps = self.spec.strategy.steps or []
         if rolled_out(self.observed.stable, None if self.spec.autoscaling else self.total):
             self.status["stableModel"] = model.uri
-            seconds = self.history.end(
-                model.uri,
-                RolloutOutcome.PROMOTED,
-                self.now,
-                f"model {model.uri} promoted to stable",
-            )
-            self.metrics.append(RolloutMetric("promoted", seconds))
-            self.events.append(Event(Reason.PROMOTED, f"model {model.uri} promoted to stable"))
+            # Reported once: until the canary's deletion is observed, this branch repeats.
+            if self.history.current(model.uri) is not None:
+                seconds = self.history.end(
+                    model.uri,
+                    RolloutOutcome.PROMOTED,
+                    self.now,
+                    f"model {model.uri} promoted to stable",
+                )
+                self.metrics.append(RolloutMetric("promoted", seconds))
+                self.events.append(Event(Reason.PROMOTED, f"model {model.uri} promoted to stable"))
             return self._finish(
                 DeploymentPhase.AVAILABLE,
                 Reason.PROMOTED,

@@ -596,6 +596,18 @@ def test_promotion_keeps_the_canary_until_the_stable_is_rolled_out() -> None:
     )
     assert done.canary is None and done.status["stableModel"] == M2.uri
     assert done.metrics[0].event == "promoted" and done.metrics[0].seconds == 129
+    assert [e.reason for e in done.events] == ["Promoted"]
+    # The canary's deletion is not observed yet: the same promotion is not reported twice.
+    lagging = run(
+        spec,
+        Observed(
+            stable=deployment("stable", M2, 4, generation=2), canary=deployment("canary", M2, 4)
+        ),
+        done.status,
+        T0 + timedelta(seconds=10),
+    )
+    assert lagging.canary is None and lagging.events == [] and lagging.metrics == []
+    assert lagging.status["history"] == done.status["history"]
 
 
 def test_crash_looping_canary_is_rolled_back_without_touching_the_stable() -> None:
