@@ -823,6 +823,9 @@ class PodWorker:
             if c.done and not c.succeeded():
                 return  # failed for good: the pod fails
             if not c.succeeded():
+                for main in self.containers:
+                    if not main.init and not main.ever_started:
+                        main.state = {"waiting": {"reason": "PodInitializing"}}
                 return  # init containers run one at a time
         for c in self.containers:
             if not c.init:
