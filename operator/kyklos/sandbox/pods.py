@@ -819,14 +819,12 @@ class PodWorker:
         for c in inits:
             if c.succeeded():
                 continue
+            for main in self.containers:
+                if not main.init and not main.ever_started:
+                    main.state = {"waiting": {"reason": "PodInitializing"}}
             self._advance(c, pod, now)
-            if c.done and not c.succeeded():
-                return  # failed for good: the pod fails
             if not c.succeeded():
-                for main in self.containers:
-                    if not main.init and not main.ever_started:
-                        main.state = {"waiting": {"reason": "PodInitializing"}}
-                return  # init containers run one at a time
+                return  # init containers run one at a time; a failed one stops the pod
         for c in self.containers:
             if not c.init:
                 self._advance(c, pod, now)
