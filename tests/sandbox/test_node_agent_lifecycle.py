@@ -7,6 +7,7 @@ the session's, and place pods on it by ``spec.nodeName``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ class PrivateAgent:
     policy: Path
     prefix: str
     log: Path
+    extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -169,6 +171,7 @@ class PrivateAgent:
             self.prefix,
             "--taint",
             "sandbox.kyklos.io/private=true:NoSchedule",
+            *self.extra_args,
         ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
@@ -294,3 +297,36 @@ def test_stopping_the_agent_stops_every_process_and_cleans_up(
     for path in state["mountpoints"]:
         assert not os.path.exists(path), f"mount point {path} created by the agent was left behind"
     assert get_pod(k8s, namespace, "polite") is not None, "pods stay; only their processes stop"
+
+
+def test_agent_exits_when_its_parent_dies(
+    k8s: Any, namespace: str, cluster: Any, tmp_path: Path
+) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    agent = PrivateAgent(
+        kubeconfig=Path(cluster.kubeconfig),
+        data_dir=tmp_path / "agent",
+        policy=tmp_path / "policy.yaml",
+        prefix=f"kyklos-orphan-{secrets.token_hex(3)}-",
+        log=tmp_path / "agent.log",
+        extra_args=["--parent-pid", str(parent.pid)],
+    )
+    agent.policy.write_text("rules: [{image: 'python*', action: process}]\n")
+    agent.start(k8s)
+    try:
+        marker = f"kyklos-orphan-{namespace}"
+        create(k8s, namespace, sleeper("child", agent.node, marker, "Always"))
+        wait_pod(k8s, namespace, "child", phase_is("Running"), "Running")
+        parent.kill()
+        parent.wait()
+        assert agent.proc is not None
+        assert agent.proc.wait(timeout=30) == 0
+        wait_processes(marker, 0)
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.proc.kill()
+        parent.kill()
+        from kubernetes.client.rest import ApiException
+
+        with contextlib.suppress(ApiException):
+            core(k8s).delete_node(agent.node)
