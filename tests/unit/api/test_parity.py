@@ -23,7 +23,7 @@ from parity_cases import BAD, GOOD, TRAINING, Case, path_of, set_path
 from pydantic import BaseModel
 
 from kyklos.api import KINDS, TrainingJob
-from kyklos.api.common import drop_none, validate_wire
+from kyklos.api.common import API_VERSION, drop_none, validate_wire
 from kyklos.api.crd import render_crd
 from kyklos.api.training import validate_update
 
@@ -55,6 +55,11 @@ def test_good_manifest_accepted_by_both(case: Case) -> None:
     model = validate_wire(MODELS[case.kind], body)
     dumped = drop_none(model.model_dump(mode="json", by_alias=True))
     assert dumped["spec"] == stored["spec"]
+    # Round trip: what the operator writes from a model (e.g. a retraining TrainingJob built
+    # from a DriftMonitor's template) is accepted by the CRD and parses back to the same model.
+    written = {"apiVersion": doc["apiVersion"], "kind": doc["kind"], "metadata": {}, **dumped}
+    assert kube_problems(CRDS[case.kind], written) == []
+    assert validate_wire(MODELS[case.kind], dumped) == model
 
 
 @pytest.mark.parametrize("case", BAD, ids=lambda c: c.id)
@@ -152,3 +157,16 @@ def test_is_sorted_has_kubernetes_semantics() -> None:
     assert not evaluate_rule("self.isSorted()", [2, 1])
     assert evaluate_rule("self.isSorted()", [])
     assert evaluate_rule("self.isSorted()", ["a", "b"])
+
+
+def test_retrain_template_becomes_a_valid_training_job() -> None:
+    """A DriftMonitor's retrain.template, dumped as the operator will, is a valid TrainingJob."""
+    monitors = [c.manifest() for c in GOOD if c.kind == "DriftMonitor"]
+    templates = [m["spec"]["retrain"]["template"] for m in monitors if "retrain" in m["spec"]]
+    assert templates
+    for template in templates:
+        spec = validate_wire(MODELS["TrainingJob"], {"spec": template}).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )["spec"]
+        job = {"apiVersion": API_VERSION, "kind": "TrainingJob", "metadata": {}, "spec": spec}
+        assert kube_problems(CRDS["TrainingJob"], job) == []
