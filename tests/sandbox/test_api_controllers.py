@@ -131,13 +131,16 @@ def test_job_pod_is_scheduled_to_a_sandbox_node_and_completes(k8s: Any, namespac
         what="the scheduler binding the Job's pod",
     )
     assert pod.spec.node_name.startswith("sandbox-node-")
-    done = wait_for(
-        lambda: (j := batch.read_namespaced_job_status("j", namespace)).status.succeeded and j,
-        timeout=120,
-        what="the Job succeeding",
-    )
-    conditions = {c.type: c.status for c in done.status.conditions}
-    assert conditions.get("Complete") == "True"
+
+    def complete() -> Any:
+        job = batch.read_namespaced_job_status("j", namespace)
+        conditions = {c.type: c.status for c in (job.status.conditions or [])}
+        return conditions.get("Complete") == "True" and job
+
+    # The Job controller sets SuccessCriteriaMet first and Complete once the pod is accounted.
+    done = wait_for(complete, timeout=120, what="the Job Complete")
+    assert done.status.succeeded == 1
+    assert not done.status.failed
 
 
 @pytest.mark.sandbox_only

@@ -67,6 +67,7 @@ def test_background_deletion_collects_children(k8s: Any, widgets: Widgets, names
         wait_for(
             lambda c=child: gone(lambda: core.read_namespaced_config_map(c, namespace)),
             what=f"garbage collection of {child}",
+            timeout=90,  # the collector notices a new CRD on its 30 s discovery resync
         )
 
 
@@ -86,6 +87,7 @@ def test_foreground_deletion_removes_children_before_owner(
     assert "foregroundDeletion" in waiting["metadata"]["finalizers"]
     wait_for(
         lambda: core.read_namespaced_config_map("child", namespace).metadata.deletion_timestamp,
+        timeout=90,
         what="the garbage collector deleting the child first",
     )
     assert widgets.get("owner")["metadata"]["deletionTimestamp"]  # still waits for the child
@@ -105,6 +107,7 @@ def test_orphan_deletion_keeps_children_and_drops_the_reference(
     wait_for(lambda: gone(lambda: widgets.get("owner")), what="owner gone")
     wait_for(
         lambda: not core.read_namespaced_config_map("child", namespace).metadata.owner_references,
+        timeout=90,
         what="ownerReference removed from the orphan",
     )
 
