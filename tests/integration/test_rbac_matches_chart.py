@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,10 @@ def _settled(kind: str, status: Mapping[str, Any]) -> bool:
 
 
 def wait_until_settled(
-    k8s: Any, namespace: str, resources: Sequence[Mapping[str, Any]], operator: Any
+    k8s: Any,
+    namespace: str,
+    resources: Sequence[Mapping[str, Any]],
+    operator_problem: Callable[[], str | None],
 ) -> dict[str, dict[str, Any]]:
     """Wait until each example resource is handled and settled; return the last statuses."""
     from kubernetes import client
@@ -238,7 +242,8 @@ def wait_until_settled(
             for key, status in statuses.items()
         ):
             return statuses
-        assert operator.proc.poll() is None, f"the operator exited:\n{operator.log()[-3000:]}"
+        problem = operator_problem()
+        assert problem is None, problem
         if time.monotonic() > deadline:
             return statuses
         time.sleep(2)
@@ -266,7 +271,16 @@ def test_the_operator_uses_exactly_what_the_chart_grants(
         custom.create_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURALS[resource["kind"]], resource
         )
-    statuses = wait_until_settled(k8s, namespace, resources, running)
+    statuses = wait_until_settled(
+        k8s,
+        namespace,
+        resources,
+        lambda: (
+            None
+            if running.proc.poll() is None
+            else f"the operator exited:\n{running.log()[-3000:]}"
+        ),
+    )
     # Deleting the examples exercises the finalizer (clean-up) paths too.
     for resource in reversed(resources):
         with contextlib.suppress(client.exceptions.ApiException):
@@ -331,12 +345,14 @@ def test_the_chart_installs_upgrades_and_uninstalls_on_a_real_api_server(
 
     release = f"kyklos-{namespace[-6:]}"
     # Watching only the test namespace keeps this operator away from other tests' resources;
-    # --take-ownership adopts CRDs another test may already have created.
+    # --take-ownership adopts CRDs another test may already have created. An image the
+    # sandbox's kubelet policy only pretends to run: this test is about the objects.
     common = [
         CHART.as_posix(),
         "--namespace", namespace,
         "--take-ownership",
         "--set", f"watchNamespaces={{{namespace}}}",
+        "--set", "image.repository=registry.invalid/placeholder",
     ]  # fmt: skip
     install = _helm(cluster.kubeconfig, "install", release, *common, "--set", "replicaCount=2")
     assert install.returncode == 0, install.stderr
@@ -381,3 +397,79 @@ def test_the_chart_installs_upgrades_and_uninstalls_on_a_real_api_server(
     with pytest.raises(ApiException) as no_role:
         rbac.read_cluster_role(release)
     assert no_role.value.status == 404
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _deployment_problem(k8s: Any, namespace: str, name: str) -> str | None:
+    """None while the operator Deployment is healthy, else what is wrong with its pods."""
+    from kubernetes import client
+
+    pods = client.CoreV1Api(k8s).list_namespaced_pod(
+        namespace,
+        label_selector=f"app.kubernetes.io/component=operator,app.kubernetes.io/instance={name}",
+    )
+    for pod in pods.items:
+        for status in pod.status.container_statuses or []:
+            if status.restart_count > 3:
+                return f"operator pod {pod.metadata.name} restarted {status.restart_count} times"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox_only
+def test_the_chart_installed_operator_runs_the_examples_in_its_namespace(
+    cluster: Any, k8s: Any, namespace: str, audit: Any
+) -> None:
+    """The operator as the chart deploys it: its image (the sandbox runs `kyklos` for it), its
+    arguments and environment, its ServiceAccount and the namespace-mode RBAC (a Role plus
+    the observers' ClusterRole) take the examples from data to a served, drift-checked model."""
+    from kubernetes import client
+
+    release = f"kyklos-{namespace[-6:]}"
+    # Free ports: the sandbox runs pods as host processes, without network namespaces.
+    install = _helm(
+        cluster.kubeconfig,
+        "install", release, CHART.as_posix(),
+        "--namespace", namespace,
+        "--take-ownership",
+        "--set", f"watchNamespaces={{{namespace}}}",
+        "--set", f"metrics.port={_free_port()}",
+        "--set", f"healthPort={_free_port()}",
+        "--set", "logging.format=text",
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    try:
+        apps = client.AppsV1Api(k8s)
+        deadline = time.monotonic() + 180
+        while (apps.read_namespaced_deployment(release, namespace).status.ready_replicas or 0) < 1:
+            problem = _deployment_problem(k8s, namespace, release)
+            assert problem is None, problem
+            assert time.monotonic() < deadline, "the operator Deployment is not ready after 180s"
+            time.sleep(1)
+        load_example_data(k8s, namespace)
+        custom = client.CustomObjectsApi(k8s)
+        resources = example_resources()
+        for resource in resources:
+            custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[resource["kind"]], resource
+            )
+        statuses = wait_until_settled(
+            k8s, namespace, resources, lambda: _deployment_problem(k8s, namespace, release)
+        )
+    finally:
+        uninstall = _helm(cluster.kubeconfig, "uninstall", release, "--namespace", namespace)
+    assert uninstall.returncode == 0, uninstall.stderr
+    for key, status in statuses.items():
+        kind = key.split("/")[0]
+        if kind == "DriftMonitor":
+            assert status.get("lastCheckTime"), f"{key} never checked: {status}"
+        else:
+            assert _ready(status), f"{key} is not Ready: {status}"
+    user = f"system:serviceaccount:{namespace}:{release}"
+    assert audit.operations(user), f"no request of {user} in the audit log"
+    assert not audit.forbidden(user), f"namespace-mode RBAC lacks: {sorted(audit.forbidden(user))}"
