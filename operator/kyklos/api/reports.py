@@ -3,8 +3,11 @@
 A worker (``kyklos worker profile`` / ``kyklos worker drift``) writes one JSON object, at
 most ``MAX_SUMMARY_BYTES`` (4 KiB, the kubelet's termination-message limit) encoded as
 UTF-8, to its termination-log file and to stdout. Controllers parse it with
-``ProfileSummary.parse`` / ``DriftSummary.parse``. Keys are camelCase; unknown keys are
-ignored when parsing, so a newer worker may add fields without breaking an older operator.
+``ProfileSummary.parse`` / ``DriftSummary.parse``. Keys are camelCase; unknown top-level
+keys are ignored when parsing, so a newer worker may add summary fields without breaking an
+older operator (the per-feature items are the status models ``FeatureSummary``,
+``ValidationFailure`` and ``FeatureDrift``, which the controllers copy into status as they
+are).
 
 The full results live in the artifact store (``profileUri`` / ``reportUri``); the summary
 keeps the first features in the order the worker gives them and drops the rest (and sets
