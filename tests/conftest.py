@@ -374,8 +374,13 @@ class OperatorRunner:
         service_account: ServiceAccountCredentials | None = None,
         wait_healthy: bool = True,
         timeout: float = 60.0,
+        namespaces: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
     ) -> OperatorProcess:
-        """Start an operator (as the admin, or as ``service_account``) and wait for /healthz."""
+        """Start an operator (as the admin, or as ``service_account``) and wait for /healthz.
+
+        It watches every namespace unless ``namespaces`` names some.
+        """
         if service_account is not None:
             kubeconfig = service_account.kubeconfig
         kubeconfig = kubeconfig or self.cluster.kubeconfig
@@ -390,12 +395,13 @@ class OperatorRunner:
             "run",
             "--kubeconfig",
             str(kubeconfig),
-            "--all-namespaces",
+            *([f"--namespace={ns}" for ns in namespaces] or ["--all-namespaces"]),
             "--standalone",
             "--metrics-port",
             str(metrics_port),
             "--liveness",
             liveness,
+            *extra_args,
         ]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
