@@ -261,9 +261,7 @@ def test_the_operator_uses_exactly_what_the_chart_grants(
     install_crds(k8s)
     load_example_data(k8s, namespace)
     account = operator.as_service_account(rules, namespace=namespace)
-    # KUBECONFIG as well as --kubeconfig: kopf's own login reads the environment.
-    env = {**chart_operator_env(), "KUBECONFIG": str(account.kubeconfig)}
-    running = operator(env, service_account=account)
+    running = operator(chart_operator_env(), service_account=account)
 
     custom = client.CustomObjectsApi(k8s)
     resources = example_resources()
