@@ -9,6 +9,7 @@ never-ready stories need the scripted kubelet and are ``sandbox_only``.
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -40,20 +41,25 @@ def serving_policy() -> dict[str, Any]:
 
 
 @pytest.fixture
-def kyklos(
-    cluster: Any,
-    k8s: Any,
-    namespace: str,
-    crds_installed: None,
-    request: pytest.FixtureRequest,
-    operator: Any,
-) -> Iterator[Kyklos]:
-    """The serving policy (on the sandbox), a running operator, and a client for the namespace."""
+def running_operator(
+    cluster: Any, crds_installed: None, request: pytest.FixtureRequest, operator: Any
+) -> Any:
+    """The serving policy (on the sandbox) and a running operator."""
     if cluster.is_sandbox:
         setter: Callable[[Any], None] = request.getfixturevalue("kubelet_policy")
         setter(serving_policy())
-    operator()
+    return operator()
+
+
+@pytest.fixture
+def kyklos(k8s: Any, namespace: str, running_operator: Any) -> Iterator[Kyklos]:
+    """A client for the test's namespace, with the operator running."""
     yield Kyklos(k8s, namespace)
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
 
 
 def runtime(image: str = SERVE) -> dict[str, Any]:
@@ -146,7 +152,7 @@ def available_with(ky: Kyklos, name: str, uri: str) -> dict[str, Any]:
 
 
 def test_healthy_canary_walks_10_50_100_and_is_promoted(
-    kyklos: Kyklos, k8s: Any, namespace: str
+    kyklos: Kyklos, k8s: Any, namespace: str, running_operator: Any
 ) -> None:
     kube = Cluster(k8s, namespace)
     kyklos.create(
@@ -193,6 +199,27 @@ def test_healthy_canary_walks_10_50_100_and_is_promoted(
     assert any("(50%)" in m for m in steps) and any("(100%)" in m for m in steps), steps
     ready = next(c for c in final["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
+    text = scrape(running_operator.metrics_port)
+    for event in ("started", "promoted"):
+        line = f'kyklos_rollouts_total{{event="{event}",namespace="{namespace}"}}'
+        assert f"{line} 2.0" in text, event  # the first deployment and the canary
+    assert f'kyklos_canary_weight_percent{{name="iris",namespace="{namespace}"}} 0.0' in text
+    assert (
+        f'kyklos_rollout_duration_seconds_count{{namespace="{namespace}",outcome="promoted"}} 2.0'
+        in text
+    )
+
+    # Settled: nothing is written any more (no status churn, no child patches).
+    def versions() -> list[str]:
+        return [
+            kyklos.get(PLURAL, "iris")["metadata"]["resourceVersion"],
+            kube.deployment("iris-stable").metadata.resource_version,
+            kube.core.read_namespaced_service("iris", namespace).metadata.resource_version,
+        ]
+
+    settled = versions()
+    time.sleep(5)
+    assert versions() == settled
 
 
 def stable_fingerprint(kube: Cluster, name: str) -> tuple[int, Any]:

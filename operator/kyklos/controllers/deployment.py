@@ -47,6 +47,9 @@ CHILDREN: dict[str, Any] = {MANAGED_BY: "kyklos", OWNER_LABEL: kopf.PRESENT}
 CANARY_PODS: dict[str, Any] = {**CHILDREN, COMPONENT: rollout.CANARY}
 #: Retry after a failed reconcile (and nothing else happens).
 RETRY_SECONDS = 30.0
+#: A remembered write is trusted this long at most (a watch lags by far less; an object
+#: deleted by someone else must not be hidden for ever).
+MEMO_SECONDS = 30.0
 
 Key = tuple[str, str]  # (namespace, owner label value)
 
@@ -239,7 +242,7 @@ def _stop_clock(**_: Any) -> None:
 _locks: dict[Key, threading.Lock] = {}
 _locks_guard = threading.Lock()
 #: Last status written per object: (resourceVersion of the write, status).
-_written: dict[Key, tuple[str, dict[str, Any]]] = {}
+_written: dict[Key, tuple[str, dict[str, Any], float]] = {}
 
 
 def _lock(key: Key) -> threading.Lock:
@@ -261,7 +264,7 @@ def _effective_status(key: Key, body: Mapping[str, Any]) -> dict[str, Any]:
     if memo is None:
         return stored
     rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
-    if rv == memo[0] or _newer(rv, memo[0]):
+    if rv == memo[0] or _newer(rv, memo[0]) or time.monotonic() > memo[2]:
         _written.pop(key, None)
         return stored
     return {**stored, **memo[1]}
@@ -280,7 +283,8 @@ def _write_status(
     )
     if result is not None:
         merged = {k: v for k, v in {**stored, **desired}.items() if v is not None}
-        _written[key] = (str(result["metadata"].get("resourceVersion") or ""), merged)
+        rv = str(result["metadata"].get("resourceVersion") or "")
+        _written[key] = (rv, merged, time.monotonic() + MEMO_SECONDS)
     return True
 
 
@@ -298,14 +302,55 @@ def reconcile(body: Mapping[str, Any]) -> None:
     clock.schedule(key, delay)
 
 
-def _observed(key: Key, name: str) -> tuple[rollout.Observed, dict[str, Any]]:
+#: Children as this controller last wrote them, until the watch delivers that version:
+#: (kind, namespace, name) -> (resourceVersion, object; None once deleted).
+_child_writes: dict[tuple[str, str, str], tuple[str, dict[str, Any] | None, float]] = {}
+
+
+def _rv(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _remember(kind: str, namespace: str, name: str, obj: Mapping[str, Any] | None, rv: str) -> None:
+    _child_writes[(kind, namespace, name)] = (
+        rv,
+        None if obj is None else dict(obj),
+        time.monotonic() + MEMO_SECONDS,
+    )
+
+
+def _fresh(kind: str, namespace: str, name: str, indexed: Mapping[str, Any] | None) -> Any:
+    """The indexed child, or our own later write of it that the watch has not delivered yet.
+
+    Without this, a reconcile could combine a fresh status with a stale child (or the other
+    way round) and undo the previous reconcile's step.
+    """
+    memo = _child_writes.get((kind, namespace, name))
+    if memo is None:
+        return indexed
+    rv, written, expires = memo
+    if time.monotonic() > expires:
+        _child_writes.pop((kind, namespace, name), None)
+        return indexed
+    if written is None:  # we deleted it
+        if indexed is None or _newer(_rv(indexed), rv):
+            _child_writes.pop((kind, namespace, name), None)
+            return indexed
+        return None
+    if indexed is not None and (_rv(indexed) == rv or _newer(_rv(indexed), rv)):
+        _child_writes.pop((kind, namespace, name), None)
+        return indexed
+    return written
+
+
+def _observed(key: Key, namespace: str, name: str) -> rollout.Observed:
     deployments = {d["metadata"]["name"]: d for d in indexes.items("md_deployments", key)}
-    observed = rollout.Observed(
-        stable=deployments.get(child_name(name, rollout.STABLE)),
-        canary=deployments.get(child_name(name, rollout.CANARY)),
+    stable, canary = child_name(name, rollout.STABLE), child_name(name, rollout.CANARY)
+    return rollout.Observed(
+        stable=_fresh("Deployment", namespace, stable, deployments.get(stable)),
+        canary=_fresh("Deployment", namespace, canary, deployments.get(canary)),
         canary_pods=indexes.items("md_canary_pods", key),
     )
-    return observed, deployments
 
 
 def _reconcile(key: Key, body: Mapping[str, Any]) -> float | None:
@@ -322,7 +367,7 @@ def _reconcile(key: Key, body: Mapping[str, Any]) -> float | None:
         jobs = indexes.items("md_training_jobs", (namespace, spec.model.from_training_job))
         job = jobs[0] if jobs else None
     model = rollout.resolve_model(spec.model, job)
-    observed, _ = _observed(key, name)
+    observed = _observed(key, namespace, name)
     decision = rollout.decide(
         spec,
         model,
@@ -368,7 +413,10 @@ def _ensure(
     res: client.Resource, desired: Mapping[str, Any], actual: Mapping[str, Any] | None
 ) -> None:
     if _differs(desired, actual):
-        client.apply(res, desired, owner_kind=KIND)
+        obj, action = client.apply(res, desired, owner_kind=KIND)
+        if action != "unchanged":
+            meta = desired["metadata"]
+            _remember(res.kind, meta["namespace"], meta["name"], obj, _rv(obj))
 
 
 def _act(
@@ -395,12 +443,15 @@ def _act(
     ):
         # The stable's pod template is kept (a canary runs, or a model is pending); only
         # its size follows spec.replicas.
-        client.patch(
+        stable_name = observed.stable["metadata"]["name"]
+        patched = client.patch(
             client.DEPLOYMENTS,
             namespace,
-            observed.stable["metadata"]["name"],
+            stable_name,
             {"spec": {"replicas": decision.stable_replicas}},
         )
+        if patched is not None:
+            _remember("Deployment", namespace, stable_name, patched, _rv(patched))
     if decision.canary is not None:
         canary = rollout.build_serving_deployment(
             body, spec, rollout.CANARY, decision.canary.model, decision.canary.replicas, pvc_root
@@ -409,8 +460,9 @@ def _act(
     elif observed.canary is not None:
         canary_name = observed.canary["metadata"]["name"]
         # Scale to zero first so the pods leave the Service at once, then delete.
-        client.patch(client.DEPLOYMENTS, namespace, canary_name, {"spec": {"replicas": 0}})
+        scaled = client.patch(client.DEPLOYMENTS, namespace, canary_name, {"spec": {"replicas": 0}})
         client.delete(client.DEPLOYMENTS, namespace, canary_name)
+        _remember("Deployment", namespace, canary_name, None, _rv(scaled or observed.canary))
     hpas = indexes.items("md_hpas", key)
     hpa = rollout.build_hpa(body, spec) if decision.autoscale else None
     if hpa is not None:

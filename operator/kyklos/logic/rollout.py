@@ -904,12 +904,8 @@ class _Rollout:
                 )
                 self.metrics.append(RolloutMetric("promoted", seconds))
                 self.events.append(Event(Reason.PROMOTED, f"model {model.uri} promoted to stable"))
-            return self._finish(
-                DeploymentPhase.AVAILABLE,
-                Reason.PROMOTED,
-                f"serving model {model.uri} ({model.version}); canary promoted",
-                stable=model,
-            )
+            # The same status as once the canary's deletion is observed: no second write.
+            return self._settle(model)
         weight = steps[-1].weight if steps else 100
         current = self.observed.canary or {}
         replicas = int((current.get("spec") or {}).get("replicas") or 0) or canary_replicas(
@@ -1068,13 +1064,20 @@ class _Rollout:
                 requeue=self.deadline,
             )
         # Last step held: the stable takes the model; the canary stays until it is rolled out.
-        self.status["rolloutStartTime"] = rfc3339(self.now)
-        self.events.append(
-            Event(
-                Reason.CANARY_STEP,
-                f"canary of model {model.uri} passed every step; promoting it to stable",
+        # Idempotent: a reconcile that has not seen the stable's new template yet decides the
+        # same again, without a second Event or a new deadline.
+        previous = get_condition(self.prev.get("conditions"), ConditionType.PROGRESSING) or {}
+        if same and previous.get("reason") == Reason.PROMOTED and self.prev.get("rolloutStartTime"):
+            self.status["rolloutStartTime"] = self.prev["rolloutStartTime"]
+        else:
+            self.status["rolloutStartTime"] = rfc3339(self.now)
+            self.events.append(
+                Event(
+                    Reason.CANARY_STEP,
+                    f"canary of model {model.uri} passed every step; promoting it to stable",
+                )
             )
-        )
+        self.status["stepStartTime"] = ready_since
         return self._finish(
             DeploymentPhase.PROGRESSING,
             Reason.PROMOTED,

@@ -559,7 +559,7 @@ def test_healthy_canary_walks_every_step_and_is_promoted() -> None:
     # The stable took the new model only after the last step.
     switched = next(i for i, d in enumerate(decisions) if d.stable_model == M2)
     assert decisions[switched - 1].status["canaryWeight"] == 100
-    assert cond(final, "Ready") == ("True", "Promoted")
+    assert cond(final, "Ready") == ("True", "Available")
 
 
 def test_promotion_keeps_the_canary_until_the_stable_is_rolled_out() -> None:
@@ -856,3 +856,18 @@ def test_failed_revision_is_not_retried_but_a_fixed_runtime_is() -> None:
     )
     assert fixed.canary == CanaryPlan(M2, 1)
     assert [e.reason for e in fixed.events] == ["CanaryStarted"]
+
+
+def test_promotion_start_seen_again_with_a_stale_stable_is_not_reported_twice() -> None:
+    spec = make_spec(strategy={"type": "Canary", "steps": [{"weight": 50, "pause": "10s"}]})
+    stable = deployment("stable", M1, 4)
+    observed = Observed(stable=stable, canary=deployment("canary", M2, 2))
+    start = run(spec, observed, {"stableModel": M1.uri})
+    ready = run(spec, observed, start.status, T0 + timedelta(seconds=1))
+    promote = run(spec, observed, ready.status, T0 + timedelta(seconds=11))
+    assert promote.stable_model == M2
+    assert [e.reason for e in promote.events] == ["CanaryStep"]
+    # The stable Deployment in this view still has M1 (its patch is not observed yet).
+    again = run(spec, observed, promote.status, T0 + timedelta(seconds=12))
+    assert again.stable_model == M2 and again.events == []
+    assert again.status == promote.status
