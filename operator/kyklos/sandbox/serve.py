@@ -13,6 +13,7 @@ without ``--data-dir`` the temporary data dir is removed too.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import json
 import os
@@ -99,13 +100,25 @@ def _api_get(cp: ControlPlane, context: ssl.SSLContext, path: str) -> dict[str, 
         return None
 
 
-def _ready_nodes(listing: dict[str, object] | None) -> list[str]:
+def _ready_nodes(listing: dict[str, object] | None, since: float) -> list[str]:
+    """Nodes whose Ready condition is True and was posted at or after ``since`` (epoch s).
+
+    The time check matters with a persistent data dir: the Node objects of the previous run
+    are still Ready in etcd until this run's agent reports (or the lifecycle controller
+    notices it does not).
+    """
     items = listing.get("items", []) if listing else []
     ready = []
     for node in items if isinstance(items, list) else []:
-        conditions = node.get("status", {}).get("conditions", []) or []
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-            ready.append(node["metadata"]["name"])
+        for cond in node.get("status", {}).get("conditions", []) or []:
+            if cond.get("type") != "Ready" or cond.get("status") != "True":
+                continue
+            try:
+                beat = dt.datetime.fromisoformat(cond.get("lastHeartbeatTime", "")).timestamp()
+            except ValueError:
+                continue
+            if beat >= since - 2:  # RFC 3339 timestamps are whole seconds
+                ready.append(node["metadata"]["name"])
     return ready
 
 
@@ -123,6 +136,7 @@ class Sandbox:
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.control_plane: ControlPlane | None = None
         self.agent: subprocess.Popen[bytes] | None = None
+        self.started = time.monotonic()
 
     @property
     def agent_log(self) -> Path:
@@ -154,7 +168,7 @@ class Sandbox:
             binaries = ensure_built(say)
         except BuildError as exc:
             raise SandboxError(f"cannot build the control plane: {exc}") from None
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         cp = ControlPlane(self.data_dir, binaries, api_port=opts.port)
         self.control_plane = cp
 
@@ -202,13 +216,18 @@ class Sandbox:
     def wait_usable(self, cp: ControlPlane, deadline: float) -> None:
         """Wait for the Ready nodes and the default ServiceAccount (pods need it)."""
         context = cp.client_tls()
+        since = time.time() - (time.monotonic() - self.started)
         want_nodes = self.options.nodes if self.options.node_agent else 0
         while True:
             self.check_children()
-            ready = _ready_nodes(_api_get(cp, context, "/api/v1/nodes")) if want_nodes else []
+            nodes = _api_get(cp, context, "/api/v1/nodes") if want_nodes else None
+            ready = _ready_nodes(nodes, since) if want_nodes else []
             account = _api_get(cp, context, "/api/v1/namespaces/default/serviceaccounts/default")
             if len(ready) >= want_nodes and account is not None:
-                say(f"{len(ready)} node(s) Ready and default ServiceAccount present")
+                say(
+                    f"{len(ready)} node(s) Ready, default ServiceAccount present "
+                    f"({time.monotonic() - self.started:.1f}s)"
+                )
                 return
             if time.monotonic() > deadline:
                 what = (
