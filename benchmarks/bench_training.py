@@ -262,11 +262,22 @@ class Watcher:
         ]["resourceVersion"]
         rv_job = batch.list_namespaced_job(namespace).metadata.resource_version
         self._threads = [
-            threading.Thread(target=self._watch_tj, args=(custom, rv_tj), daemon=True),
-            threading.Thread(target=self._watch_jobs, args=(batch, rv_job), daemon=True),
+            threading.Thread(
+                target=self._quietly, args=(self._watch_tj, custom, rv_tj), daemon=True
+            ),
+            threading.Thread(
+                target=self._quietly, args=(self._watch_jobs, batch, rv_job), daemon=True
+            ),
         ]
         for thread in self._threads:
             thread.start()
+
+    def _quietly(self, watch: Any, api: Any, rv: str) -> None:
+        try:
+            watch(api, rv)
+        except Exception as exc:  # the sandbox stopping ends the stream
+            if not self._stop.is_set():
+                print(f"watch of {self.namespace} ended: {exc}", file=sys.stderr)
 
     def _watch_tj(self, custom: Any, rv: str) -> None:
         from kubernetes import watch

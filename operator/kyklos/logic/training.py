@@ -946,6 +946,7 @@ def _no_job(
     if spec.workers > 1:
         decision.create_service = build_service(tj, spec)
     build.status.update(_lineage_status(lineage, job["metadata"]["name"]))
+    build.status.setdefault("attempts", 0)
     workers = f"{spec.workers} workers" if spec.workers > 1 else "1 worker"
     if recreate is not None:
         reason, message = (
@@ -958,11 +959,19 @@ def _no_job(
     else:
         reason, message = (
             Reason.JOB_CREATED,
-            f"created Job {job['metadata']['name']} ({workers}) on dataset "
-            f"{spec.dataset_ref.name} version {lineage.dataset_version or '(none)'}",
+            _created_message(job["metadata"]["name"], spec, lineage),
         )
     build.ready(TrainingPhase.PENDING, False, reason, message)
     return _finish(decision, build, stored)
+
+
+def _created_message(job: str, spec: TrainingJobSpec, lineage: Lineage | None) -> str:
+    workers = f"{spec.workers} workers" if spec.workers > 1 else "1 worker"
+    version = lineage.dataset_version if lineage is not None else ""
+    return (
+        f"created Job {job} ({workers}) on dataset {spec.dataset_ref.name} "
+        f"version {version or '(none)'}"
+    )
 
 
 def _suspended(spec: TrainingJobSpec, job: str) -> tuple[Reason, str]:
@@ -1043,12 +1052,13 @@ def _with_job(
         reason, message = _suspended(spec, current_name)
         build.ready(TrainingPhase.PENDING, False, reason, message)
     elif state == JobState.PENDING:
-        build.ready(
-            TrainingPhase.PENDING,
-            False,
-            Reason.JOB_CREATED,
-            f"Job {current_name} created; waiting for it to start",
-        )
+        before = get_condition(stored.get("conditions"), ConditionType.READY) or {}
+        if before.get("reason") in (Reason.JOB_CREATED, Reason.JOB_RECREATED):
+            # Still the Job this reason announced: keep its message (no write, no Event).
+            reason, message = Reason(before["reason"]), str(before.get("message") or "")
+        else:
+            reason, message = Reason.JOB_CREATED, _created_message(current_name, spec, lineage)
+        build.ready(TrainingPhase.PENDING, False, reason, message)
     elif state == JobState.RUNNING:
         build.status["startTime"] = start or rfc3339(obs.now)
         build.ready(

@@ -796,3 +796,20 @@ def test_children_of_another_trainingjob_with_the_same_name_are_ignored() -> Non
     job["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
     decision = observe(tj, ds=dataset(), job=job)
     assert decision.create_job is not None  # ours does not exist yet
+
+
+def test_seeing_the_just_created_job_writes_nothing() -> None:
+    tj = trainingjob()
+    first = observe(tj, ds=dataset())
+    settled = settle(tj, first)
+    again = observe(settled, ds=dataset(), job=created_job(tj))
+    assert status_patch(settled["status"], again.status) == {} and again.events == []
+
+
+def test_a_recreated_job_that_has_not_started_keeps_the_recreated_reason() -> None:
+    tj, _job = running(trainingjob())
+    recreate = observe(tj, ds=dataset())
+    settled = settle(tj, recreate)
+    again = observe(settled, ds=dataset(), job=created_job(tj))
+    assert ready(again)["reason"] == "JobRecreated" and again.events == []
+    assert status_patch(settled["status"], again.status) == {}
