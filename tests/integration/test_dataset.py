@@ -266,7 +266,7 @@ def test_bad_data_ends_failed_with_a_reason_naming_the_problem(
     assert status["phase"] == "Failed", status
     ready = ready_condition(kyklos, "bad")
     assert ready is not None
-    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert (ready["status"], ready["reason"]) == ("False", reason), ready
     assert named in ready["message"]
     if case != "unreadable-uri":
         assert any(named in (f.get("feature") or "") + f["message"] for f in status["failures"])

@@ -225,6 +225,7 @@ def _reconcile_locked(
     if wrote:
         _count_outcome(body.get("status") or {}, result.status)
         for event in result.events:
+            log.info("dataset %s/%s: %s: %s", namespace, name, event.reason, event.message)
             status.emit(body, event.reason, event.message, warning=event.warning)
     return result.requeue_after is not None
 
