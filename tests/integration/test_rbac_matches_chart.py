@@ -129,31 +129,6 @@ def as_grant(operation: tuple[str, str, str, str]) -> Grant:
     return group, f"{resource}/{subresource}" if subresource else resource, verb
 
 
-def install_crds(k8s: Any) -> None:
-    """Create the Kyklos CRDs (idempotent: another test may have installed them)."""
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    ext = client.ApiextensionsV1Api(k8s)
-    names = []
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        names.append(crd["metadata"]["name"])
-        try:
-            ext.create_custom_resource_definition(crd)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-    deadline = time.monotonic() + 60
-    for name in names:
-        while True:
-            conditions = ext.read_custom_resource_definition(name).status.conditions or []
-            if any(c.type == "Established" and c.status == "True" for c in conditions):
-                break
-            assert time.monotonic() < deadline, f"CRD {name} not Established within 60s"
-            time.sleep(0.2)
-
-
 def load_example_data(k8s: Any, namespace: str) -> None:
     """Create the examples' claim and copy examples/data into its volume (sandbox storage)."""
     from kubernetes import client
@@ -252,13 +227,12 @@ def wait_until_settled(
 @pytest.mark.slow
 @pytest.mark.sandbox_only
 def test_the_operator_uses_exactly_what_the_chart_grants(
-    cluster: Any, k8s: Any, namespace: str, operator: Any, audit: Any
+    cluster: Any, k8s: Any, crds_installed: None, namespace: str, operator: Any, audit: Any
 ) -> None:
     from kubernetes import client
 
     rules = render_cluster_role()
     granted = grants(rules)
-    install_crds(k8s)
     load_example_data(k8s, namespace)
     account = operator.as_service_account(rules, namespace=namespace)
     running = operator(chart_operator_env(), service_account=account)
@@ -343,12 +317,14 @@ def test_the_chart_installs_upgrades_and_uninstalls_on_a_real_api_server(
 
     release = f"kyklos-{namespace[-6:]}"
     # Watching only the test namespace keeps this operator away from other tests' resources;
-    # --take-ownership adopts CRDs another test may already have created. An image the
+    # --take-ownership (and --force-conflicts for server-side apply) adopts the CRDs other
+    # tests may have applied already. An image the
     # sandbox's kubelet policy only pretends to run: this test is about the objects.
     common = [
         CHART.as_posix(),
         "--namespace", namespace,
         "--take-ownership",
+        "--force-conflicts",
         "--set", f"watchNamespaces={{{namespace}}}",
         "--set", "image.repository=registry.invalid/placeholder",
     ]  # fmt: skip
@@ -435,6 +411,7 @@ def test_the_chart_installed_operator_runs_the_examples_in_its_namespace(
         "install", release, CHART.as_posix(),
         "--namespace", namespace,
         "--take-ownership",
+        "--force-conflicts",
         "--set", f"watchNamespaces={{{namespace}}}",
         "--set", f"metrics.port={_free_port()}",
         "--set", f"healthPort={_free_port()}",
