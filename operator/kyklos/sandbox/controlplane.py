@@ -57,6 +57,21 @@ class PortInUseError(ComponentError):
     """A requested port is taken."""
 
 
+class PortClashError(PortInUseError):
+    """A component could not bind the port picked for it (someone took it meanwhile)."""
+
+
+_Plan = tuple[list[str], str, ssl.SSLContext | None]  # argv, health URL, TLS context
+
+
+@dataclass
+class _Launch:
+    component: Component
+    url: str
+    context: ssl.SSLContext | None
+    plan: Callable[[], _Plan]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -162,45 +177,82 @@ class ControlPlane:
         """Start every component and wait until each is healthy (raises ComponentError).
 
         ``on_api_ready`` runs as soon as the API server is ready, so clients (the node agent)
-        start in parallel with the controller manager and the scheduler.
+        start in parallel with the controller manager and the scheduler. Ports picked here
+        are free when picked but may be taken before the component binds them (other
+        sandboxes start on the same machine); a component that loses that race is restarted
+        on a new port.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         pki = ensure_pki(self.pki.directory, SERVICE_IP)
-        if self.api_port == 0:
-            self.api_port = free_port()
-        elif not port_is_free(self.api_port):
+        explicit_port = self.api_port != 0
+        if explicit_port and not port_is_free(self.api_port):
             raise PortInUseError(
                 f"port {self.api_port} on 127.0.0.1 is already in use "
                 "(pick another with --port, or --port 0 for a free one)"
             )
-        etcd_client, etcd_peer = self._etcd_ports()
-        self._write_configs(pki)
-
         started = time.monotonic()
-        etcd = self._spawn("etcd", self._etcd_args(etcd_client, etcd_peer))
-        self._wait_http(etcd, f"http://127.0.0.1:{etcd_client}/health", None, started + timeout)
-        say(f"etcd ready on 127.0.0.1:{etcd_client} ({time.monotonic() - started:.1f}s)")
-
-        api = self._spawn("kube-apiserver", self._apiserver_args(pki, etcd_client))
-        self._wait_http(api, f"{self.server}/readyz", self.client_tls(), started + timeout)
-        say(f"kube-apiserver ready on {self.server} ({time.monotonic() - started:.1f}s)")
-        # Only now: both exit at once if their bootstrap RBAC roles do not exist yet.
-        kcm_port, sched_port = free_port(), free_port()
-        kcm = self._spawn("kube-controller-manager", self._kcm_args(pki, kcm_port))
-        sched = self._spawn("kube-scheduler", self._scheduler_args(sched_port))
-        if on_api_ready is not None:
-            on_api_ready()
+        deadline = started + timeout
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # their self-signed serving certs; /healthz only
-        self._wait_http(kcm, f"https://127.0.0.1:{kcm_port}/healthz", insecure, started + timeout)
-        self._wait_http(
-            sched, f"https://127.0.0.1:{sched_port}/healthz", insecure, started + timeout
-        )
+        etcd_client = 0
+        attempts = 0
+
+        def plan_etcd() -> _Plan:
+            nonlocal etcd_client
+            client, peer = self._etcd_ports(fresh=attempts > 0)
+            etcd_client = client
+            return self._etcd_args(client, peer), f"http://127.0.0.1:{client}/health", None
+
+        def plan_api() -> _Plan:
+            if not explicit_port:
+                self.api_port = free_port()
+            self._write_configs(pki)
+            args = self._apiserver_args(pki, etcd_client)
+            return args, f"{self.server}/readyz", self.client_tls()
+
+        def plan_kcm() -> _Plan:
+            port = free_port()
+            return self._kcm_args(pki, port), f"https://127.0.0.1:{port}/healthz", insecure
+
+        def plan_scheduler() -> _Plan:
+            port = free_port()
+            return self._scheduler_args(port), f"https://127.0.0.1:{port}/healthz", insecure
+
+        etcd = self._launch("etcd", plan_etcd)
+        attempts = 1
+        self._await(etcd, deadline)
+        say(f"etcd ready on 127.0.0.1:{etcd_client} ({time.monotonic() - started:.1f}s)")
+        api = self._launch("kube-apiserver", plan_api)
+        self._await(api, deadline, retriable=not explicit_port)
+        say(f"kube-apiserver ready on {self.server} ({time.monotonic() - started:.1f}s)")
+        # Only now: both exit at once if their bootstrap RBAC roles do not exist yet.
+        kcm = self._launch("kube-controller-manager", plan_kcm)
+        sched = self._launch("kube-scheduler", plan_scheduler)
+        if on_api_ready is not None:
+            on_api_ready()
+        self._await(kcm, deadline)
+        self._await(sched, deadline)
         say(
             "kube-controller-manager and kube-scheduler healthy "
             f"({time.monotonic() - started:.1f}s)"
         )
+
+    def _launch(self, name: str, plan: Callable[[], _Plan]) -> _Launch:
+        argv, url, context = plan()
+        return _Launch(self._spawn(name, argv), url, context, plan)
+
+    def _await(self, launch: _Launch, deadline: float, *, retriable: bool = True) -> None:
+        for attempt in range(3):
+            try:
+                self._wait_http(launch.component, launch.url, launch.context, deadline)
+                return
+            except PortClashError:
+                if not retriable or attempt == 2:
+                    raise
+                self.components.remove(launch.component)
+                stop_all([launch.component.proc], grace=5)
+                launch = self._launch(launch.component.name, launch.plan)
 
     def client_tls(self) -> ssl.SSLContext:
         """TLS context that trusts the sandbox CA and presents the admin certificate."""
@@ -210,13 +262,13 @@ class ControlPlane:
         )
         return context
 
-    def _etcd_ports(self) -> tuple[int, int]:
+    def _etcd_ports(self, *, fresh: bool = False) -> tuple[int, int]:
         # A persistent data dir keeps etcd's ports, since etcd stores its peer URL in its data.
         ports_file = self.root / "ports.json"
         try:
             saved = json.loads(ports_file.read_text())
             client, peer = int(saved["etcdClient"]), int(saved["etcdPeer"])
-            if port_is_free(client) and port_is_free(peer):
+            if not fresh and port_is_free(client) and port_is_free(peer):
                 return client, peer
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -355,11 +407,13 @@ class ControlPlane:
 
     def _tail(self, component: Component) -> str:
         tail = log_tail(component.log)
-        if component.name == "kube-apiserver" and "address already in use" in tail:
-            raise PortInUseError(
-                f"port {self.api_port} on 127.0.0.1 is already in use "
-                "(pick another with --port, or --port 0 for a free one)"
-            )
+        if "address already in use" in tail.rsplit("\n--- ", 1)[-1]:
+            if component.name == "kube-apiserver":
+                raise PortClashError(
+                    f"port {self.api_port} on 127.0.0.1 is already in use "
+                    "(pick another with --port, or --port 0 for a free one)"
+                )
+            raise PortClashError(f"{component.name} lost its port to another process:\n{tail}")
         return tail
 
     # ------------------------------------------------------------- supervision
