@@ -47,6 +47,9 @@ use ``status.modelUri`` once ``ModelAccepted`` is True.
 set: the Job's pods started), enforced by the CRD's CEL transition rule; re-run by creating a new
 TrainingJob. Before that (waiting for the dataset, or ``suspend: true``) edits are accepted and
 acted on: ``suspend`` is patched on the Job, any other change replaces the not-yet-started Job.
+The dataset version is pinned when the Job is made; a Job that has not started yet (suspended,
+queued) is replaced when the Dataset moves to a new version, so the recorded lineage is what
+the trainer reads.
 With ``queueName`` the Job is created suspended and Kueue owns its ``suspend`` from then on.
 
 **Lifecycle.** Pending (``DatasetNotReady`` until the Dataset is Ready with the pinned
@@ -994,6 +997,33 @@ def _never_started(job: Mapping[str, Any]) -> bool:
     )
 
 
+def _stale(
+    obs: Observation,
+    spec: TrainingJobSpec,
+    job: Mapping[str, Any],
+    desired: Mapping[str, Any],
+    lineage: Lineage,
+    stored: Mapping[str, Any],
+) -> str | None:
+    """Why a Job that has not started must be replaced (spec edited, data moved on), or None."""
+    if not _never_started(job):
+        return None
+    have_hash = ((job.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+    if have_hash != desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]:
+        # Edits before the start are allowed: the CRD freezes the spec only once started.
+        return "spec changed"
+    if stored.get("startTime") or obs.dataset is None:
+        return None  # a recreated run keeps the lineage it started with
+    if dataset_waiting_message(obs.dataset, spec.dataset_ref.name, spec.dataset_ref.version):
+        return None
+    source = (obs.dataset.get("spec") or {}).get("source") or {}
+    version = str((obs.dataset.get("status") or {}).get("version") or "")
+    if (source.get("uri"), version) != (lineage.dataset_uri, lineage.dataset_version):
+        # The data at the URI is the new version now: train on it and record that.
+        return f"dataset {spec.dataset_ref.name} moved to version {version or '(none)'}"
+    return None
+
+
 def _with_job(
     obs: Observation,
     decision: Decision,
@@ -1016,19 +1046,16 @@ def _with_job(
     if lineage is not None:
         build.status.update(_lineage_status(lineage, current_name))
         desired = build_job(tj, spec, lineage, obs.settings)
-        have_hash = (job_meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
-        if have_hash != desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION] and _never_started(
-            job
-        ):
-            # Edits before the start are allowed (the CRD freezes the spec only once started);
-            # a Job's template is immutable, so a not-yet-started Job is replaced.
+        stale = _stale(obs, spec, job, desired, lineage, stored)
+        if stale is not None:
+            # A Job's template is immutable, so a not-yet-started Job is replaced.
             decision.delete_job = current_name
             build.status["jobName"] = None
             build.ready(
                 TrainingPhase.PENDING,
                 False,
                 Reason.JOB_CREATED,
-                f"spec changed before the training started; replacing Job {current_name}",
+                f"{stale} before the training started; replacing Job {current_name}",
             )
             return _finish(decision, build, stored)
         want_suspend = bool(desired["spec"]["suspend"])

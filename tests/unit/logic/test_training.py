@@ -813,3 +813,19 @@ def test_a_recreated_job_that_has_not_started_keeps_the_recreated_reason() -> No
     again = observe(settled, ds=dataset(), job=created_job(tj))
     assert ready(again)["reason"] == "JobRecreated" and again.events == []
     assert status_patch(settled["status"], again.status) == {}
+
+
+def test_a_suspended_job_is_replaced_when_the_dataset_moves_on_before_it_starts() -> None:
+    tj = trainingjob(suspend=True)
+    first = observe(tj, ds=dataset(version="sha256:abc"))
+    settled = settle(tj, first)
+    job = created_job(tj, dataset(version="sha256:abc"))
+    moved = observe(settled, ds=dataset(version="sha256:new"), job=job)
+    assert moved.delete_job == "churn-train"
+    assert "dataset churn-data moved to version sha256:new" in ready(moved)["message"]
+    again = observe(settle(settled, moved), ds=dataset(version="sha256:new"))
+    assert again.create_job is not None and again.status["datasetVersion"] == "sha256:new"
+    # Once started, the run keeps the version it was pinned to.
+    started = with_status(job, startTime=NOW_TS, active=1)
+    kept = observe(settled, ds=dataset(version="sha256:new"), job=started)
+    assert kept.delete_job is None and kept.status["datasetVersion"] == "sha256:abc"
