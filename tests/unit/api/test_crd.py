@@ -322,3 +322,42 @@ def test_helm_renders_crds_by_values() -> None:
     for kind, crd in CRDS.items():
         assert by_name[crd["metadata"]["name"]] == crd, kind
     assert crds("crds.install=false") == []
+
+
+def test_renderer_refuses_what_a_structural_schema_cannot_say() -> None:
+    """A model the renderer cannot make structural fails with the field path, not silently."""
+    from typing import ClassVar
+
+    from pydantic import Field
+
+    from kyklos.api.common import KyklosModel
+    from kyklos.api.crd import CrdRenderError, openapi_schema
+
+    class LooseSpec(KyklosModel):
+        """Spec with a three-way union."""
+
+        value: int | str | float = Field(description="Anything.")
+
+    class Loose(KyklosModel):
+        """A kind whose spec cannot be structural."""
+
+        KIND: ClassVar[str] = "Loose"
+        spec: LooseSpec = Field(description="Spec.")
+
+    with pytest.raises(CrdRenderError, match=r"Loose\.spec\.value: a union of 3 types"):
+        openapi_schema(Loose)
+
+    class FreeSpec(KyklosModel):
+        """Spec with an untyped map."""
+
+        anything: dict[str, Any] = Field(description="Free-form.")
+
+    class Free(KyklosModel):
+        """A kind with a free-form map."""
+
+        spec: FreeSpec = Field(description="Spec.")
+
+    with pytest.raises(
+        CrdRenderError, match=r"Free\.spec\.anything: object without properties or a value schema"
+    ):
+        openapi_schema(Free)
