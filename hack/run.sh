@@ -62,7 +62,7 @@ echo
 echo "kyklos: examples applied. In another terminal:"
 echo "  export KUBECONFIG=$KCFG"
 echo "  kubectl get ml            # all Kyklos resources"
-echo "  kubectl wait --for=condition=Ready dataset/churn --timeout=120s"
+echo "  kubectl wait --for=condition=Ready dataset/churn-reference --timeout=300s"
 echo "Ctrl-C stops everything."
 for _ in $(seq 1 60); do
   sleep 2
