@@ -246,72 +246,62 @@ def _rel_entr_sum(p: FloatArray, m: FloatArray) -> float:
     return float(np.sum(rel_entr(p, m)))
 
 
-def merge_sorted(
+def ks_wasserstein_from_sorted(
     sorted_reference: FloatArray, sorted_current: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """The merged values of two ascending arrays and ``F_ref - F_cur`` at each of them.
+) -> tuple[float, float]:
+    """KS statistic and Wasserstein-1 distance of two ascending arrays, in one merge.
 
     A stable argsort of two concatenated ascending runs is a linear merge in NumPy
-    (timsort), and counting the reference's share of the merge gives both empirical CDFs
-    without a binary search. Inside a run of equal values only the last position holds
-    the right-continuous CDFs; the others are set to 0 (they weigh nothing in Wasserstein,
-    whose gap to the next value is 0, and must not count for KS).
+    (timsort). Walking the merge, each reference value raises ``n*m*(F_ref - F_cur)`` by
+    ``m`` and each current value lowers it by ``n``: one cumulative sum gives both CDFs
+    exactly (integers in float64, n*m < 2**53) without a binary search. Wasserstein-1 is
+    the sum of ``|F_ref - F_cur|`` times the gaps between merged values; KS is the largest
+    ``|F_ref - F_cur|`` at the last position of each run of equal values (positions
+    inside a run hold partial counts, and their gap is 0).
     """
     n = sorted_reference.shape[0]
     m = sorted_current.shape[0]
+    if n + m < 2:
+        return 0.0, 0.0
     both = np.concatenate((sorted_reference, sorted_current))
     order = np.argsort(both, kind="stable")
     merged = both[order]
     del both
-    # Each reference value raises n*m*(F_ref - F_cur) by m, each current value lowers it
-    # by n: one integer cumsum, exact, then one division.
-    steps = np.where(order < n, np.int64(m), np.int64(-n))
+    diff = np.where(order < n, float(m), float(-n))
     del order
-    np.cumsum(steps, out=steps)
-    cdf_diff = steps / float(n * m)
-    del steps
-    cdf_diff[:-1][merged[:-1] == merged[1:]] = 0.0
-    return merged, cdf_diff
+    np.cumsum(diff, out=diff)
+    np.abs(diff, out=diff)
+    gaps = np.diff(merged)
+    del merged
+    scale = float(n) * float(m)
+    wasserstein = float(np.vecdot(diff[:-1], gaps)) / scale
+    # The last position is always 0 (both CDFs are 1), so it can be left out of the max.
+    ks = float(np.max(diff[:-1], where=gaps > 0, initial=0.0)) / scale
+    return ks, wasserstein
 
 
-def ks_from_merge(
-    sorted_reference: FloatArray,
-    sorted_current: FloatArray,
-    cdf_diff: FloatArray,
-    *,
-    pvalue: bool = True,
-) -> tuple[float, float | None]:
-    """KS statistic and (when asked) its two-sided p-value, as ``scipy.stats.ks_2samp``.
+def ks_pvalue_for(
+    sorted_reference: FloatArray, sorted_current: FloatArray, statistic: float
+) -> tuple[float, float]:
+    """The KS statistic and two-sided p-value exactly as ``scipy.stats.ks_2samp`` gives them.
 
-    The p-value costs more than everything else together for large samples with little
-    drift (SciPy's exact Kolmogorov distribution), so callers that do not judge by KS can
-    skip it.
+    Up to 10,000 values per side SciPy's exact method runs on the sorted arrays (its
+    statistic is returned, rounded to the lattice it uses); beyond, Smirnov's asymptotic
+    distribution ``kstwo.sf(D, round(n*m/(n+m)))``. For large samples with little drift
+    this costs more than every other statistic together, hence callers may skip it.
     """
     n = sorted_reference.shape[0]
     m = sorted_current.shape[0]
-    if pvalue and max(n, m) <= KS_EXACT_MAX_N:
-        # Small samples: SciPy's exact path, on the already sorted arrays.
+    if max(n, m) <= KS_EXACT_MAX_N:
         with warnings.catch_warnings():
             # SciPy warns when it falls back from exact to asymptotic; the value is still right.
             warnings.simplefilter("ignore", RuntimeWarning)
             res = stats.ks_2samp(sorted_reference, sorted_current)
         return float(res.statistic), float(res.pvalue)
-    max_s = float(cdf_diff.max())
-    min_s = float(np.clip(-cdf_diff.min(), 0.0, 1.0))
-    d = max(max_s, min_s)
-    if not pvalue:
-        return d, None
     big, small = sorted([float(n), float(m)], reverse=True)
     en = big * small / (big + small)
-    p = float(stats.kstwo.sf(d, np.round(en)))
-    return d, min(max(p, 0.0), 1.0)
-
-
-def wasserstein_from_merge(merged: FloatArray, cdf_diff: FloatArray) -> float:
-    """Wasserstein-1 distance from the merged values and CDF differences of both samples."""
-    if merged.shape[0] < 2:
-        return 0.0
-    return float(np.vecdot(np.abs(cdf_diff[:-1]), np.diff(merged)))
+    p = float(stats.kstwo.sf(statistic, np.round(en)))
+    return statistic, min(max(p, 0.0), 1.0)
 
 
 def numeric_drift(
@@ -346,10 +336,10 @@ def numeric_drift_sorted(
         raise DriftInputError("reference has no non-null values")
     if cur_sorted.shape[0] == 0:
         raise DriftInputError("current has no non-null values")
-    merged, cdf_diff = merge_sorted(ref_sorted, cur_sorted)
-    ks_d, ks_p = ks_from_merge(ref_sorted, cur_sorted, cdf_diff, pvalue=ks_pvalue)
-    w1 = wasserstein_from_merge(merged, cdf_diff)
-    del merged, cdf_diff
+    ks_d, w1 = ks_wasserstein_from_sorted(ref_sorted, cur_sorted)
+    ks_p: float | None = None
+    if ks_pvalue:
+        ks_d, ks_p = ks_pvalue_for(ref_sorted, cur_sorted, ks_d)
     norm = max(float(np.std(ref_sorted)), WASSERSTEIN_STD_FLOOR)
     edges = reference_bin_edges(ref_sorted, bins)
     ref_counts = bin_counts(ref_sorted, edges)

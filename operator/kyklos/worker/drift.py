@@ -299,7 +299,10 @@ def _camel(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _column(table: pa.Table, name: str) -> pa.Array:
     column = table.column(name)
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(column, pa.ChunkedArray):
+        # combine_chunks copies even a single chunk
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
 
 
 def _typed_table(table: pa.Table, kinds: dict[str, FeatureKind], what: str) -> pa.Table:
