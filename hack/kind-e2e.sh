@@ -93,12 +93,13 @@ kubectl rollout status -n "$RELEASE_NS" deployment/kyklos --timeout="${TIMEOUT}s
 kubectl create namespace "$DEMO_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 KYKLOS_EXAMPLES_NAMESPACE="$DEMO_NS" KYKLOS_IMAGE="$IMAGE" bash hack/load-example-data.sh cluster
 
-# 5. Examples, then wait for them.
+# 5. Examples, then wait for them: the data profiled, the first model trained, the first
+# drift check run, and the model served (Ready again after any canary the check's
+# retraining started: a canary in progress reports Ready=False until it is promoted).
 kubectl apply -n "$DEMO_NS" -f examples/
-for kind in dataset trainingjob modeldeployment; do
-  say "waiting for every $kind to be Ready"
-  kubectl wait -n "$DEMO_NS" --for=condition=Ready "$kind" --all --timeout="${TIMEOUT}s"
-done
+say "waiting for the Datasets and the TrainingJob to be Ready"
+kubectl wait -n "$DEMO_NS" --for=condition=Ready --timeout="${TIMEOUT}s" \
+  -f examples/dataset.yaml -f examples/trainingjob.yaml
 say "waiting for the first drift check"
 deadline=$((SECONDS + TIMEOUT))
 while :; do
@@ -110,6 +111,8 @@ while :; do
   [ "$SECONDS" -lt "$deadline" ] || die "no drift check within ${TIMEOUT}s: ${checks//$'\n'/ }"
   sleep 5
 done
+say "waiting for the ModelDeployment to be Ready"
+kubectl wait -n "$DEMO_NS" --for=condition=Ready --timeout="${TIMEOUT}s" -f examples/modeldeployment.yaml
 
 say "--- status ---"
 kubectl get ml -n "$DEMO_NS" -o wide
