@@ -203,7 +203,7 @@ def _run(
             "rows": ref_table.num_rows,
         },
         "current": {"sources": sources, "rows": cur_table.num_rows},
-        "thresholds": thresholds.__dict__,
+        "thresholds": _camel(thresholds.__dict__),
         "driftShare": share,
         "drifted": tripped,
         "features": [details[r.name] | {"name": r.name} for r in results],

@@ -142,7 +142,10 @@ def run_profile(
     for col_name, cat_acc in categorical.items():
         profiles[col_name] = cat_acc.finish(spec.profile.top_k)
 
-    if rows < spec.validation.min_rows:
+    # Rows are counted while reading the declared columns; with none present there was
+    # nothing to count, and the schema failures already say why.
+    rows_known = bool(reader.columns)
+    if rows_known and rows < spec.validation.min_rows:
         failures.append(
             ValidationFailure(
                 rule="minRows",
@@ -182,7 +185,7 @@ def run_profile(
         "version": version.version,
         "versionSource": version.source,
         "checksum": version.checksum,
-        "rows": rows,
+        "rows": rows if rows_known else None,
         "target": target,
         "features": [
             {"name": f.name, "type": f.type, "present": f.name in profiles}
@@ -221,7 +224,7 @@ def run_profile(
         version=version.version,
         version_source=version.source,
         checksum=version.checksum,
-        rows=rows,
+        rows=rows if rows_known else None,
         features=[_feature_summary(n, kinds[n], p) for n, p in profiles.items()],
         profile_uri=profile_uri,
         sample_uri=sample_uri if ok else None,

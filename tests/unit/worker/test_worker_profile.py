@@ -298,3 +298,15 @@ def test_no_termination_log_file_is_a_warning_not_a_crash(
     out, err = capsys.readouterr()
     assert code == 0 and ProfileSummary.parse(out).ok
     assert "cannot write" in err
+
+
+def test_a_file_with_none_of_the_declared_columns_lists_each_and_claims_no_row_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dataset_spec: Spec
+) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("x,y\n1,2\n3,4\n")
+    code, summary, _ = run(tmp_path, dataset_spec(str(path)), capsys)
+    assert code == 1 and summary.reason == "SchemaMismatch"
+    assert [f.feature for f in summary.failures] == ["age", "income", "city", "label"]
+    assert {f.rule for f in summary.failures} == {"schema"}
+    assert summary.rows is None
