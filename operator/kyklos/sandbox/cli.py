@@ -47,8 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--timeout",
         type=float,
-        default=120.0,
-        help="seconds to wait for the cluster to become ready (default 120)",
+        default=180.0,
+        help="seconds to wait for the cluster to become ready (default 180)",
     )
     return parser
 

@@ -64,7 +64,7 @@ class ServeOptions:
     nodes: int = 2
     data_dir: Path | None = None
     node_agent: bool = True
-    ready_timeout: float = 120.0
+    ready_timeout: float = 180.0
 
 
 def say(line: str) -> None:
