@@ -48,6 +48,7 @@ from kyklos.worker.io import (
     FeatureTypeError,
     SourceError,
     list_window,
+    redact,
     typed_column,
 )
 from kyklos.worker.profile import category_counts, numeric_values
@@ -69,6 +70,7 @@ class DriftCheckError(Exception):
     """The check cannot produce a result; carries the summary reason."""
 
     def __init__(self, reason: DriftErrorReason, message: str) -> None:
+        message = redact(message)
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -197,12 +199,12 @@ def _run(
         "checkId": check_id,
         "seed": seed,
         "reference": {
-            "profileUri": reference_profile,
-            "sampleUri": reference_sample,
+            "profileUri": redact(reference_profile),
+            "sampleUri": redact(reference_sample),
             "version": profile.get("version") if isinstance(profile, dict) else None,
             "rows": ref_table.num_rows,
         },
-        "current": {"sources": sources, "rows": cur_table.num_rows},
+        "current": {"sources": [redact(u) for u in sources], "rows": cur_table.num_rows},
         "thresholds": _camel(thresholds.__dict__),
         "driftShare": share,
         "drifted": tripped,

@@ -65,10 +65,23 @@ _EXTENSIONS: dict[str, Format] = {
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 
 
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+_QUERY = re.compile(r"(?P<head>://[^\s?#'\"]*)\?[^\s#'\"]*?(?=:\s|:$|[\s#'\"]|$)")
+
+
+def redact(text: str) -> str:
+    """Mask credentials a URI may carry (``user:pass@``, signed query strings) in text."""
+    return _QUERY.sub(r"\g<head>?***", _USERINFO.sub(r"\g<scheme>***@", text))
+
+
 class SourceError(Exception):
-    """The data cannot be read; ``reason`` is SourceUnreachable, FormatError or EmptySource."""
+    """The data cannot be read; ``reason`` is SourceUnreachable, FormatError or EmptySource.
+
+    The message is redacted (see ``redact``): it ends up in status, Events and logs.
+    """
 
     def __init__(self, reason: str, message: str) -> None:
+        message = redact(message)
         super().__init__(message)
         self.reason = reason
         self.message = message

@@ -43,7 +43,7 @@ from kyklos.logic.profile_stats import (
     NumericProfile,
 )
 from kyklos.worker import artifacts
-from kyklos.worker.io import DataReader, FeatureKind, FeatureTypeError, SourceError
+from kyklos.worker.io import DataReader, FeatureKind, FeatureTypeError, SourceError, redact
 from kyklos.worker.sampling import SeededSampler
 
 EXIT_OK = 0
@@ -107,7 +107,7 @@ def run_profile(
             rule="schema",
             feature=missing,
             message=f"{'target' if missing == target else 'feature'} {missing} "
-            f"is not in {spec.source.uri}",
+            f"is not in {redact(spec.source.uri)}",
         )
         for missing in reader.missing
     ]
@@ -181,7 +181,7 @@ def run_profile(
         "kind": "DatasetProfile",
         "namespace": namespace,
         "name": name,
-        "source": {"uri": spec.source.uri, "format": reader.format},
+        "source": {"uri": redact(spec.source.uri), "format": reader.format},
         "version": version.version,
         "versionSource": version.source,
         "checksum": version.checksum,
@@ -216,7 +216,7 @@ def run_profile(
         )
         message = "; ".join(f.message for f in failures[:3])
     elif rows == 0:
-        reason, message = ProfileReason.EMPTY_SOURCE, f"{spec.source.uri}: no rows"
+        reason, message = ProfileReason.EMPTY_SOURCE, f"{redact(spec.source.uri)}: no rows"
     else:
         reason, message = None, None
     summary = ProfileSummary(

@@ -247,3 +247,13 @@ def test_http_sources_are_read_and_hashed(
     with pytest.raises(wio.SourceError) as err:
         wio.DataReader(f"{http_dir}/missing.csv", FEATURES).open()
     assert err.value.reason == "SourceUnreachable"
+
+
+def test_credentials_in_uris_never_reach_error_messages() -> None:
+    uri = "https://alice:hunter2@example.invalid/data.csv?X-Amz-Signature=abc123&Expires=9"
+    err = wio.SourceError("SourceUnreachable", f"{uri}: no such file")
+    assert "hunter2" not in err.message and "abc123" not in err.message
+    assert err.message == "https://***@example.invalid/data.csv?***: no such file"
+    assert wio.redact("s3://bucket/key.csv and /plain/path.csv") == (
+        "s3://bucket/key.csv and /plain/path.csv"
+    )
