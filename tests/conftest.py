@@ -527,19 +527,22 @@ Operation = tuple[str, str, str, str]  # (verb, apiGroup, resource, subresource)
 
 @dataclass
 class AuditLog:
-    """Reads the sandbox API server's audit log (JSON lines, Metadata level)."""
+    """Reads the sandbox API server's audit log (JSON lines, Metadata level).
+
+    Requests are indexed incrementally (only lines appended since the last call are parsed),
+    so polling it in a loop stays cheap however long the session's log grows.
+    """
 
     path: Path
+    _offset: int = 0
+    _by_user: dict[str, list[tuple[Operation, int]]] = field(default_factory=dict)
 
     def events(self, user: str | None = None) -> Iterator[dict[str, Any]]:
-        """Completed requests (optionally of one user), oldest first."""
+        """Completed requests (optionally of one user), oldest first (reads the whole file)."""
         with open(self.path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line being written right now
-                if event.get("stage") not in ("ResponseComplete", "ResponseStarted", "Panic"):
+                event = _audit_event(line)
+                if event is None:
                     continue
                 if user is not None and event.get("user", {}).get("username") != user:
                     continue
@@ -555,23 +558,50 @@ class AuditLog:
         """Operations the user attempted and RBAC denied (HTTP 403)."""
         return {op for op, code in self._requests(user) if code == 403}
 
-    def _requests(self, user: str) -> Iterator[tuple[Operation, int]]:
-        for event in self.events(user):
-            ref = event.get("objectRef")
-            if not ref:
+    def _requests(self, user: str) -> list[tuple[Operation, int]]:
+        self._catch_up()
+        return self._by_user.get(user, [])
+
+    def _catch_up(self) -> None:
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read()
+        end = data.rfind(b"\n") + 1  # a line being written right now waits for the next call
+        self._offset += end
+        for line in data[:end].decode("utf-8", "replace").splitlines():
+            event = _audit_event(line)
+            if event is None or not event.get("objectRef"):
                 continue  # non-resource URLs (/healthz, /version, discovery)
+            ref = event["objectRef"]
             op = (
                 event.get("verb", ""),
                 ref.get("apiGroup", ""),
                 ref.get("resource", ""),
                 ref.get("subresource", ""),
             )
-            yield op, int(event.get("responseStatus", {}).get("code", 200))
+            code = int(event.get("responseStatus", {}).get("code", 200))
+            username = event.get("user", {}).get("username", "")
+            self._by_user.setdefault(username, []).append((op, code))
+
+
+def _audit_event(line: str) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None  # a line being written right now
+    if event.get("stage") not in ("ResponseComplete", "ResponseStarted", "Panic"):
+        return None
+    return event  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def _audit_log(cluster: Cluster) -> AuditLog | None:
+    return AuditLog(cluster.audit_log) if cluster.audit_log is not None else None
 
 
 @pytest.fixture
-def audit(cluster: Cluster) -> AuditLog:
+def audit(_audit_log: AuditLog | None) -> AuditLog:
     """The API server's audit log (sandbox only)."""
-    if cluster.audit_log is None:
+    if _audit_log is None:
         pytest.skip("the audit log is only readable on the Kyklos sandbox (real cluster in use)")
-    return AuditLog(cluster.audit_log)
+    return _audit_log
