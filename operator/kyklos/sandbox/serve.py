@@ -308,6 +308,10 @@ def serve(options: ServeOptions) -> int:
     except (SandboxError, ComponentError) as exc:
         print(f"kyklos sandbox serve: {exc}", file=sys.stderr, flush=True)
         code = 1
+    except OSError as exc:  # e.g. an unwritable --kubeconfig or --data-dir
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"kyklos sandbox serve: {exc.strerror or exc}{where}", file=sys.stderr, flush=True)
+        code = 1
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not abort the clean-up
