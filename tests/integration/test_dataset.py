@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from kyklos_testing import Kyklos, wait_for
+from urllib3.exceptions import ProtocolError
 
 PROFILE_TIMEOUT = 120.0
 FEATURES = [
@@ -148,11 +149,14 @@ class JobWatcher:
         rv = batch.list_namespaced_job(namespace).metadata.resource_version
 
         def run() -> None:
-            for event in self._watch.stream(
-                batch.list_namespaced_job, namespace, resource_version=rv, timeout_seconds=300
-            ):
-                if event["type"] == "ADDED":
-                    self.created.append(event["object"].metadata.name)
+            try:
+                for event in self._watch.stream(
+                    batch.list_namespaced_job, namespace, resource_version=rv, timeout_seconds=300
+                ):
+                    if event["type"] == "ADDED":
+                        self.created.append(event["object"].metadata.name)
+            except ProtocolError:
+                pass  # stop() closed the stream under the reader
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
@@ -186,10 +190,25 @@ def kyklos(
     crds_installed: None,
     operator: Callable[..., Any],
     host_dir: Path,
-) -> Kyklos:
-    """The operator running with a file:// artifact store; a client for this namespace."""
+) -> Iterator[Kyklos]:
+    """The operator running with a file:// artifact store; a client for this namespace.
+
+    Afterwards the Datasets are deleted while the operator still runs, so that kopf removes
+    its finalizer and the namespace can go.
+    """
     start_operator(operator, cluster, f"file://{host_dir / 'artifacts'}")
-    return Kyklos(k8s, namespace)
+    kyklos = Kyklos(k8s, namespace)
+    yield kyklos
+    delete_datasets(kyklos)
+
+
+def delete_datasets(kyklos: Kyklos) -> None:
+    """Delete every Dataset of the namespace and wait until they are gone."""
+    for item in kyklos.list("datasets"):
+        kyklos.api.delete_namespaced_custom_object(
+            "kyklos.io", "v1alpha1", kyklos.namespace, "datasets", item["metadata"]["name"]
+        )
+    wait_for(lambda: not kyklos.list("datasets"), timeout=60, what="the Datasets to be deleted")
 
 
 # -------------------------------------------------------------------------------- stories
@@ -424,6 +443,7 @@ def test_pvc_source_is_mounted_into_the_worker(
     store = core.read_persistent_volume(artifacts.spec.volume_name)
     store_dir = Path((store.spec.host_path or store.spec.local).path)
     assert (store_dir / "store" / namespace / "Dataset" / "onclaim" / status["version"]).is_dir()
+    delete_datasets(kyklos)
 
 
 @sandbox_only
