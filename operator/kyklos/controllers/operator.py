@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -152,6 +153,9 @@ def run(options: RunOptions, cfg: config.OperatorConfig) -> int:
         namespaces=list(options.namespaces),
         standalone=options.standalone,
         peering_name=options.peering,
+        # kopf pauses every replica when two share a priority: distinct random priorities
+        # let the highest act while the others stand by (kopf's recipe for several pods).
+        priority=random.randint(1, 32767) if options.peering else None,
         liveness_endpoint=options.liveness,
     )
     return 0
