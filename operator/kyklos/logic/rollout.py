@@ -72,7 +72,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,10 +86,10 @@ from kyklos.api.deployment import (
     RolloutOutcome,
     StrategyType,
 )
-from kyklos.logic.artifacts import pvc_claim
 from kyklos.logic.conditions import get_condition, rfc3339, set_condition
 from kyklos.logic.durations import duration_seconds
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
+from kyklos.logic.workerjob import claim_of, volume_name
 
 KIND = "ModelDeployment"
 STABLE = "stable"
@@ -174,7 +173,29 @@ def resolve_model(
     a 12-hex digest of the URI.
     """
     if source.uri is not None:
-        return ResolvedModel(source.uri, source.version or model_hash(source.uri))
+        uri = source.uri
+    else:
+        found = _training_job_model(source, training_job)
+        if isinstance(found, ModelNotReady):
+            return found
+        uri, version = found
+        return _checked(ResolvedModel(uri, source.version or version))
+    return _checked(ResolvedModel(uri, source.version or model_hash(uri)))
+
+
+def _checked(model: ResolvedModel) -> ResolvedModel | ModelNotReady:
+    """The model, unless its pvc:// URI cannot be mounted (never a half-built Deployment)."""
+    try:
+        claim_of(model.uri, "model.uri")
+    except ValueError as exc:
+        return ModelNotReady(str(exc))
+    return model
+
+
+def _training_job_model(
+    source: ModelSource, training_job: Mapping[str, Any] | None
+) -> tuple[str, str] | ModelNotReady:
+    """The accepted model URI of the TrainingJob and its default version ``<job>-<run>``."""
     job = source.from_training_job or ""
     if training_job is None:
         return ModelNotReady(f"model.fromTrainingJob: TrainingJob {job} not found")
@@ -182,10 +203,8 @@ def resolve_model(
     if not ok:
         return ModelNotReady(f"model.fromTrainingJob: {why}")
     status = training_job.get("status") or {}
-    uri = str(status["modelUri"])
     run = status.get("run")
-    version = source.version or (f"{job}-{run}" if run else job)
-    return ResolvedModel(uri, version)
+    return str(status["modelUri"]), (f"{job}-{run}" if run else job)
 
 
 def revision(model: ResolvedModel, spec: ModelDeploymentSpec) -> str:
@@ -231,11 +250,6 @@ def service_url(name: str, namespace: str, port: int) -> str:
     return f"http://{name}.{namespace}.svc:{port}"
 
 
-def _volume_name(claim: str) -> str:
-    # Volume names are DNS labels (no dots), claim names are subdomains.
-    return child_name("pvc", re.sub(r"[^a-z0-9-]", "-", claim))
-
-
 def _owner_meta(owner: Mapping[str, Any], name: str, component: str | None) -> dict[str, Any]:
     meta = owner["metadata"]
     return {
@@ -272,18 +286,19 @@ def build_serving_deployment(
     ]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    claim = pvc_claim(model.uri)
+    # resolve_model() already rejected malformed pvc:// URIs.
+    claim = claim_of(model.uri, "model.uri")
     if claim:
         env.append({"name": ENV_PVC_ROOT, "value": pvc_root})
         volumes.append(
             {
-                "name": _volume_name(claim),
+                "name": volume_name(claim),
                 "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
             }
         )
         mounts.append(
             {
-                "name": _volume_name(claim),
+                "name": volume_name(claim),
                 "mountPath": f"{pvc_root.rstrip('/')}/{claim}",
                 "readOnly": True,
             }

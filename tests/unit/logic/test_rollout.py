@@ -871,3 +871,12 @@ def test_promotion_start_seen_again_with_a_stale_stable_is_not_reported_twice() 
     again = run(spec, observed, promote.status, T0 + timedelta(seconds=12))
     assert again.stable_model == M2 and again.events == []
     assert again.status == promote.status
+
+
+def test_malformed_pvc_model_uri_is_not_ready_and_names_the_field() -> None:
+    bad = ModelSource.model_validate({"uri": "pvc:///no-claim/model"})
+    result = resolve_model(bad, None)
+    assert isinstance(result, ModelNotReady)
+    assert result.message.startswith("model.uri: ")
+    decision = run(make_spec(model={"uri": "pvc:///no-claim/model"}), Observed(), model=result)
+    assert decision.phase == "Pending" and decision.stable_model is None
