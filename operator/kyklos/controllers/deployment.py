@@ -267,7 +267,7 @@ def _effective_status(key: Key, body: Mapping[str, Any]) -> dict[str, Any]:
     if rv == memo[0] or _newer(rv, memo[0]) or time.monotonic() > memo[2]:
         _written.pop(key, None)
         return stored
-    return {**stored, **memo[1]}
+    return dict(memo[1])  # the whole status as written (removed keys stay removed)
 
 
 def _write_status(
