@@ -162,7 +162,7 @@ def test_sigkill_of_serve_leaves_no_process_and_no_files(
     assert any(b"time.sleep(600)" in c for c in commands)  # the pod's process
     data_dir = _temp_data_dir(tmp_path / "serve.log")
     assert data_dir.exists()
-    time.sleep(1.0)  # the watchdog snapshots the tree twice a second
+    time.sleep(2.0)  # the watchdog snapshots the tree twice a second
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     wait_for(

@@ -147,8 +147,13 @@ class Sandbox:
         argv = [sys.executable, "-m", "kyklos.sandbox.watchdog", "--pid", str(os.getpid())]
         if self.temp_dir is not None:
             argv += ["--remove", str(self.temp_dir)]
+        # stdout to /dev/null: a reader of serve's stdout must see EOF when serve exits.
         self.watchdog = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, start_new_session=True, close_fds=True
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
         )
 
     def start(self) -> None:

@@ -79,7 +79,7 @@ def test_sigkill_of_serve_leaves_no_descendant_and_no_temp_dir(tmp_path: Path) -
     child, grandchild, dog = (int(x) for x in serve.stdout.readline().split())
     assert all(_alive(pid) for pid in (child, grandchild, dog))
     assert os.getpgid(child) == child  # its own process group
-    time.sleep(1.2)  # let the watchdog take a snapshot that includes the grandchild
+    time.sleep(3.0)  # let the watchdog start (slow under load) and snapshot the grandchild
     serve.send_signal(signal.SIGKILL)
     serve.wait()
     assert _wait_gone([child, grandchild, dog]) == []
