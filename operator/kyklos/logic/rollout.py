@@ -127,6 +127,8 @@ class ModelNotReady:
     """Why the spec's model cannot be served yet (message names the TrainingJob and why)."""
 
     message: str
+    #: Whether it needs a person (job missing, failed, rejected; bad URI) rather than time.
+    warning: bool = True
 
 
 def model_hash(uri: str) -> str:
@@ -134,8 +136,8 @@ def model_hash(uri: str) -> str:
     return hashlib.sha256(uri.encode()).hexdigest()[:12]
 
 
-def _training_job_accepted(tj: Mapping[str, Any]) -> tuple[bool, str]:
-    """Whether a TrainingJob's model is accepted, else why not."""
+def _training_job_accepted(tj: Mapping[str, Any]) -> ModelNotReady | None:
+    """None when a TrainingJob's model is accepted, else why not."""
     name = (tj.get("metadata") or {}).get("name", "?")
     status = tj.get("status") or {}
     phase = status.get("phase") or "Pending"
@@ -144,23 +146,25 @@ def _training_job_accepted(tj: Mapping[str, Any]) -> tuple[bool, str]:
     if phase == "Failed":
         ready = get_condition(conditions, ConditionType.READY) or {}
         why = ready.get("message") or ready.get("reason") or "no reason given"
-        return False, f"TrainingJob {name} failed: {why}"
+        return ModelNotReady(f"TrainingJob {name} failed: {why}")
     if accepted is not None and accepted.get("status") == ConditionStatus.FALSE:
         why = accepted.get("message") or accepted.get("reason") or "no reason given"
-        return False, f"TrainingJob {name}'s model was rejected: {why}"
+        return ModelNotReady(f"TrainingJob {name}'s model was rejected: {why}")
     if phase != "Succeeded":
-        return False, f"TrainingJob {name} is {phase}; waiting for an accepted model"
+        return ModelNotReady(
+            f"TrainingJob {name} is {phase}; waiting for an accepted model", warning=False
+        )
     if not status.get("modelUri"):
-        return False, f"TrainingJob {name} succeeded but reports no status.modelUri"
+        return ModelNotReady(f"TrainingJob {name} succeeded but reports no status.modelUri")
     if accepted is not None and accepted.get("status") == ConditionStatus.TRUE:
-        return True, ""
+        return None
     # Without an evaluation gate, Succeeded is enough (the TrainingJob controller then
     # writes ModelAccepted=True reason NoEvaluation; an older status may lack it).
     if accepted is None and not (tj.get("spec") or {}).get("evaluation"):
-        return True, ""
-    return (
-        False,
+        return None
+    return ModelNotReady(
         f"TrainingJob {name} succeeded; waiting for the evaluation verdict (ModelAccepted)",
+        warning=False,
     )
 
 
@@ -199,9 +203,9 @@ def _training_job_model(
     job = source.from_training_job or ""
     if training_job is None:
         return ModelNotReady(f"model.fromTrainingJob: TrainingJob {job} not found")
-    ok, why = _training_job_accepted(training_job)
-    if not ok:
-        return ModelNotReady(f"model.fromTrainingJob: {why}")
+    why = _training_job_accepted(training_job)
+    if why is not None:
+        return ModelNotReady(f"model.fromTrainingJob: {why.message}", why.warning)
     status = training_job.get("status") or {}
     run = status.get("run")
     return str(status["modelUri"]), (f"{job}-{run}" if run else job)
@@ -821,6 +825,12 @@ class _Rollout:
     def _pending(self, why: ModelNotReady) -> Decision:
         self._supersede_canary(f"superseded: {why.message}")
         serving = f"; still serving {self.stable_model.uri}" if self.stable_model else ""
+        previous = get_condition(self.prev.get("conditions"), ConditionType.READY) or {}
+        if (previous.get("reason"), previous.get("message")) != (
+            Reason.MODEL_NOT_READY,
+            why.message + serving,
+        ):
+            self.events.append(Event(Reason.MODEL_NOT_READY, why.message, warning=why.warning))
         return self._finish(
             DeploymentPhase.PENDING,
             Reason.MODEL_NOT_READY,

@@ -880,3 +880,18 @@ def test_malformed_pvc_model_uri_is_not_ready_and_names_the_field() -> None:
     assert result.message.startswith("model.uri: ")
     decision = run(make_spec(model={"uri": "pvc:///no-claim/model"}), Observed(), model=result)
     assert decision.phase == "Pending" and decision.stable_model is None
+
+
+def test_pending_reports_each_new_reason_once_warning_only_when_a_person_must_act() -> None:
+    spec = make_spec(model={"fromTrainingJob": "train"})
+    missing = run(spec, Observed(), model=resolve_model(SOURCE, None))
+    assert [(e.reason, e.warning) for e in missing.events] == [("ModelNotReady", True)]
+    same = run(
+        spec, Observed(), missing.status, T0 + timedelta(seconds=5), resolve_model(SOURCE, None)
+    )
+    assert same.events == [] and same.status == missing.status
+    running = resolve_model(SOURCE, training_job("Running"))
+    waiting = run(spec, Observed(), same.status, T0 + timedelta(seconds=9), running)
+    assert [(e.reason, e.warning) for e in waiting.events] == [("ModelNotReady", False)]
+    rejected = resolve_model(SOURCE, training_job("Succeeded", accepted="False"))
+    assert isinstance(rejected, ModelNotReady) and rejected.warning
