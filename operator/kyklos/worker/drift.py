@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -174,8 +174,9 @@ def _run(
     if cur_table.num_rows == 0:
         raise DriftCheckError(DriftErrorReason.EMPTY_SOURCE, "the current window has no rows")
 
-    method_numeric: ds.NumericMethod = spec.method.numeric  # type: ignore[assignment]
-    method_categorical: ds.CategoricalMethod = spec.method.categorical  # type: ignore[assignment]
+    # The API's enums and the logic ring's Literals spell the same method names.
+    method_numeric = cast(ds.NumericMethod, str(spec.method.numeric))
+    method_categorical = cast(ds.CategoricalMethod, str(spec.method.categorical))
     t = spec.thresholds
     thresholds = ds.Thresholds(
         psi=t.psi,

@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import fsspec
 import pyarrow as pa
@@ -170,8 +170,7 @@ def format_for(uri: str, declared: str | None) -> Format:
     if declared:
         if declared not in ("csv", "parquet", "jsonl"):
             raise SourceError("FormatError", f"{uri}: unknown format {declared!r}")
-        fmt: Format = declared  # type: ignore[assignment]
-        return fmt
+        return cast(Format, declared)
     name = uri.split("?", 1)[0].lower()
     for ext, fmt in _EXTENSIONS.items():
         if name.endswith(ext):

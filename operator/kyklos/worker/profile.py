@@ -89,7 +89,9 @@ def run_profile(
     spec: DatasetSpec, namespace: str, name: str, store: str, *, seed: int = 0
 ) -> ProfileRun:
     """Validate, version and profile the Dataset's source; write the artifacts."""
-    kinds: dict[str, FeatureKind] = {f.name: f.type for f in spec.schema_.features}  # type: ignore[misc]
+    kinds: dict[str, FeatureKind] = {
+        f.name: "numeric" if f.type == "numeric" else "categorical" for f in spec.schema_.features
+    }
     target = spec.schema_.target
     try:
         reader = DataReader(
