@@ -183,20 +183,20 @@ def start_operator(operator: Callable[..., Any], cluster: Any, artifacts_uri: st
 
 
 @pytest.fixture
-def kyklos(
-    k8s: Any,
-    cluster: Any,
-    namespace: str,
-    crds_installed: None,
-    operator: Callable[..., Any],
-    host_dir: Path,
-) -> Iterator[Kyklos]:
-    """The operator running with a file:// artifact store; a client for this namespace.
+def running_operator(
+    cluster: Any, crds_installed: None, operator: Callable[..., Any], host_dir: Path
+) -> Any:
+    """The real operator with a file:// artifact store under ``host_dir``."""
+    return start_operator(operator, cluster, f"file://{host_dir / 'artifacts'}")
+
+
+@pytest.fixture
+def kyklos(k8s: Any, namespace: str, running_operator: Any) -> Iterator[Kyklos]:
+    """A client for this namespace's Kyklos resources, with the operator running.
 
     Afterwards the Datasets are deleted while the operator still runs, so that kopf removes
     its finalizer and the namespace can go.
     """
-    start_operator(operator, cluster, f"file://{host_dir / 'artifacts'}")
     kyklos = Kyklos(k8s, namespace)
     yield kyklos
     delete_datasets(kyklos)
@@ -366,6 +366,38 @@ def test_a_spec_change_profiles_again_and_replaces_the_old_job(
         timeout=30,
         what="the generation-1 Job to be deleted",
     )
+
+
+@sandbox_only
+def test_storage_credentials_reach_the_worker_only_as_a_secret_reference(
+    kyklos: Kyklos, k8s: Any, namespace: str, host_dir: Path, running_operator: Any
+) -> None:
+    from kubernetes import client
+
+    secret_value = f"never-show-{secrets.token_hex(8)}"
+    client.CoreV1Api(k8s).create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "store-creds"},
+            "stringData": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": secret_value},
+        },
+    )
+    path = host_dir / "creds.csv"
+    write_csv(path, rows(20))
+    body = dataset("creds", f"file://{path}")
+    body["spec"]["source"]["secretRef"] = {"name": "store-creds"}
+    kyklos.create("datasets", body)
+
+    status = wait_finished(kyklos, "creds")
+
+    assert status["phase"] == "Ready", status
+    (job,) = profile_jobs(k8s, namespace, "creds")
+    container = job.spec.template.spec.containers[0]
+    assert [e.secret_ref.name for e in container.env_from] == ["store-creds"]
+    assert secret_value not in json.dumps(k8s.sanitize_for_serialization(job))
+    assert secret_value not in json.dumps(kyklos.get("datasets", "creds"))
+    assert all(secret_value not in m for _, _, m in events_of(k8s, namespace, "creds"))
+    assert secret_value not in running_operator.log()
 
 
 def test_deleting_a_dataset_deletes_its_profile_job(
