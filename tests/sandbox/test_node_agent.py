@@ -751,3 +751,24 @@ def _processes_with(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@pytest.mark.sandbox_only
+def test_host_path_volume_is_the_host_directory(k8s: Any, namespace: str, tmp_path: Any) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "in.txt").write_text("from the host")
+    code = (
+        "open('/mnt/host/out.txt','w').write('from the pod')\n"
+        "open('/dev/termination-log','w').write(open('/mnt/host/in.txt').read())"
+    )
+    body = make_pod(
+        "hostpath",
+        code,
+        volumeMounts=[{"name": "h", "mountPath": "/mnt/host"}],
+        pod_spec={"volumes": [{"name": "h", "hostPath": {"path": str(host), "type": "Directory"}}]},
+    )
+    create(k8s, namespace, body)
+    pod = wait_pod(k8s, namespace, "hostpath", phase_is("Succeeded", "Failed"), "completion")
+    assert terminated(pod)["message"] == "from the host"
+    assert (host / "out.txt").read_text() == "from the pod"

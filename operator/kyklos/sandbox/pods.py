@@ -1214,13 +1214,19 @@ class PodWorker:
                 out[name] = self._claim_dir(vol["persistentVolumeClaim"]["claimName"])
             elif "hostPath" in vol:
                 hp = vol["hostPath"]
-                if hp.get("type") in ("DirectoryOrCreate", None, "") and not os.path.exists(
-                    hp["path"]
-                ):
-                    if hp.get("type") == "DirectoryOrCreate":
+                kind = hp.get("type") or ""
+                if not os.path.exists(hp["path"]):
+                    if kind == "DirectoryOrCreate":
                         os.makedirs(hp["path"], exist_ok=True)
+                    elif kind == "FileOrCreate":
+                        os.makedirs(os.path.dirname(hp["path"]), exist_ok=True)
+                        with open(hp["path"], "ab"):
+                            pass
                     else:
-                        raise ContainerConfigError(f"hostPath {hp['path']} does not exist")
+                        # The kubelet keeps the pod in ContainerCreating (FailedMount).
+                        raise ContainerConfigError(
+                            f"hostPath type check failed: {hp['path']} does not exist"
+                        )
                 out[name] = hp["path"]
             else:
                 os.makedirs(path, exist_ok=True)
