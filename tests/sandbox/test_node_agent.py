@@ -492,6 +492,8 @@ def test_long_running_pod_becomes_ready_with_kubelet_conditions(k8s: Any, namesp
     assert status["podIP"] and status["hostIP"] and status["startTime"]
     assert status["podIPs"] == [{"ip": status["podIP"]}]
     assert status["qosClass"] == "BestEffort"
+    assert status["observedGeneration"] == pod["metadata"]["generation"]
+    assert condition(pod, "Ready")["observedGeneration"] == pod["metadata"]["generation"]
 
 
 def test_graceful_delete_stops_the_container_and_removes_the_pod(k8s: Any, namespace: str) -> None:

@@ -1429,6 +1429,12 @@ class PodWorker:
         mine = {c["type"] for c in conditions}
         others = [c for t, c in old.items() if t not in mine]
         conditions = others + conditions
+        generation = pod["metadata"].get("generation")
+        if generation is not None:
+            # What the kubelet records since PodObservedGenerationTracking (GA in 1.35).
+            for cond in conditions:
+                if cond["type"] in mine:
+                    cond["observedGeneration"] = generation
         status: JsonDict = {
             "phase": phase,
             "conditions": conditions,
@@ -1439,6 +1445,8 @@ class PodWorker:
             "startTime": self.start_time,
             "containerStatuses": statuses,
         }
+        if generation is not None:
+            status["observedGeneration"] = generation
         if inits:
             status["initContainerStatuses"] = init_statuses
         if self.deadline_exceeded:
