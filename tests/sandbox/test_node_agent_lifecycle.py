@@ -146,6 +146,7 @@ class PrivateAgent:
     prefix: str
     log: Path
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -174,7 +175,8 @@ class PrivateAgent:
             *self.extra_args,
         ]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
+            env = {**os.environ, **self.env}
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + 60
         start = datetime.now(UTC).replace(microsecond=0)
         while True:
@@ -328,5 +330,47 @@ def test_agent_exits_when_its_parent_dies(
         parent.kill()
         from kubernetes.client.rest import ApiException
 
+        with contextlib.suppress(ApiException):
+            core(k8s).delete_node(agent.node)
+
+
+def test_without_mount_namespace_paths_are_rewritten_to_host_directories(
+    k8s: Any, namespace: str, cluster: Any, tmp_path: Path
+) -> None:
+    agent = PrivateAgent(
+        kubeconfig=Path(cluster.kubeconfig),
+        data_dir=tmp_path / "agent",
+        policy=tmp_path / "policy.yaml",
+        prefix=f"kyklos-nomntns-{secrets.token_hex(3)}-",
+        log=tmp_path / "agent.log",
+        env={"KYKLOS_SANDBOX_NO_MOUNTNS": "1"},
+    )
+    agent.policy.write_text("rules: [{image: 'python*', action: process}]\n")
+    agent.start(k8s)
+    try:
+        code = (
+            "import os, sys\n"
+            "open(sys.argv[1] + '/x', 'w').write('1')\n"
+            "open(os.environ['KYKLOS_TERMINATION_MESSAGE_PATH'], 'w').write("
+            "os.getcwd() + ' ' + os.environ['OUT'])"
+        )
+        body = make_pod(
+            "rewritten",
+            command=["python", "-c", code, "/data"],
+            workingDir="/data/sub",
+            env=[{"name": "OUT", "value": "/data/out.json"}],
+            volumeMounts=[{"name": "d", "mountPath": "/data"}],
+            pod_spec={"volumes": [{"name": "d", "emptyDir": {}}], "nodeName": agent.node},
+        )
+        create(k8s, namespace, body)
+        pod = wait_pod(k8s, namespace, "rewritten", phase_is("Succeeded", "Failed"), "done")
+        message = container_status(pod)["state"]["terminated"]["message"]
+        volume = next((agent.data_dir / "pods").glob(f"{namespace}_rewritten_*")) / "volumes/d"
+        assert message == f"{volume}/sub {volume}/out.json"
+        assert (volume / "x").read_text() == "1"
+    finally:
+        from kubernetes.client.rest import ApiException
+
+        agent.stop()
         with contextlib.suppress(ApiException):
             core(k8s).delete_node(agent.node)
