@@ -13,6 +13,7 @@ check. Afterwards the API server's audit log shows every request the operator ma
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -448,3 +449,199 @@ def test_the_chart_installed_operator_runs_the_examples_in_its_namespace(
     user = f"system:serviceaccount:{namespace}:{release}"
     assert audit.operations(user), f"no request of {user} in the audit log"
     assert not audit.forbidden(user), f"namespace-mode RBAC lacks: {sorted(audit.forbidden(user))}"
+
+
+def render_chart(*args: str) -> list[dict[str, Any]]:
+    """Render the chart with extra helm arguments; the manifests, CRDs included."""
+    proc = subprocess.run(
+        [str(resolve_helm()), "template", "kyklos", str(CHART), "--include-crds", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def _create_all(k8s: Any, manifests: Iterable[Mapping[str, Any]]) -> None:
+    """Create objects through the dynamic client, tolerating ones that already exist."""
+    from kubernetes import dynamic
+    from kubernetes.client.rest import ApiException
+
+    dyn = dynamic.DynamicClient(k8s)
+    for manifest in manifests:
+        api = dyn.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+        try:
+            api.create(body=dict(manifest), namespace=manifest["metadata"].get("namespace"))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+
+class _Replica:
+    """One `kyklos run --peering` process, as a pod of the chart's HA Deployment runs it."""
+
+    def __init__(self, argv: list[str], env: Mapping[str, str], log: Path) -> None:
+        self.log_path = log
+        self.health = argv[argv.index("--liveness") + 1]
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"replica exited:\n{self.log()[-3000:]}"
+            with (
+                contextlib.suppress(urllib.error.URLError, OSError),
+                urllib.request.urlopen(self.health, timeout=2) as resp,
+            ):
+                if resp.status == 200:
+                    return
+            assert time.monotonic() < deadline, f"{self.health} silent:\n{self.log()[-3000:]}"
+            time.sleep(0.3)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def _wait_ready(k8s: Any, namespace: str, resource: Mapping[str, Any], timeout: float) -> None:
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(k8s)
+    kind, name = resource["kind"], resource["metadata"]["name"]
+    deadline = time.monotonic() + timeout
+    while not _ready(_status(custom, namespace, kind, name)):
+        assert time.monotonic() < deadline, f"{kind}/{name} not Ready within {timeout}s"
+        time.sleep(1)
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox_only
+def test_ha_replicas_elect_one_active_operator_and_fail_over(
+    cluster: Any,
+    k8s: Any,
+    crds_installed: None,
+    namespace: str,
+    operator: Any,
+    audit: Any,
+    tmp_path: Path,
+) -> None:
+    """`replicaCount: 2` as the chart renders it: the peering CRD and object, the arguments,
+    and the namespace-mode RBAC. One replica acts, the other stands by, and takes over when
+    the first stops."""
+    from kubernetes import client
+
+    manifests = render_chart(
+        "--namespace", namespace,
+        "--set", "replicaCount=2",
+        "--set", f"watchNamespaces={{{namespace}}}",
+    )  # fmt: skip
+    _create_all(
+        k8s,
+        [
+            m
+            for m in manifests
+            if m["kind"] == "CustomResourceDefinition" and "kopf" in m["spec"]["group"]
+        ],
+    )
+    ext = client.ApiextensionsV1Api(k8s)
+    deadline = time.monotonic() + 60
+    while not any(
+        c.type == "Established" and c.status == "True"
+        for c in ext.read_custom_resource_definition("kopfpeerings.kopf.dev").status.conditions
+        or []
+    ):
+        assert time.monotonic() < deadline, "kopfpeerings.kopf.dev not Established"
+        time.sleep(0.2)
+    # The peering object can be created only once discovery serves the new kind.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            _create_all(k8s, [m for m in manifests if m["kind"] == "KopfPeering"])
+            # The worker ServiceAccount the chart creates in each watched namespace (the
+            # operator names it in every worker pod).
+            _create_all(k8s, [m for m in manifests if m["kind"] == "ServiceAccount"])
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "cannot create the KopfPeering"
+            time.sleep(0.5)
+    rules = [rule for m in manifests if m["kind"] in ("ClusterRole", "Role") for rule in m["rules"]]
+    account = operator.as_service_account(rules, namespace=namespace)
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = list(container["args"])
+    assert args[args.index("--peering") + 1] == "kyklos"
+    env = {**os.environ, **{e["name"]: e["value"] for e in container["env"]}}
+    env.pop("TMPDIR", None)
+
+    replicas = []
+    for index in range(2):
+        argv = list(args)
+        argv[argv.index("--metrics-port") + 1] = str(_free_port())
+        argv[argv.index("--liveness") + 1] = f"http://127.0.0.1:{_free_port()}/healthz"
+        replicas.append(
+            _Replica(
+                [sys.executable, "-m", "kyklos", *argv, "--kubeconfig", str(account.kubeconfig)],
+                env,
+                tmp_path / f"replica-{index}.log",
+            )
+        )
+    try:
+        for replica in replicas:
+            replica.wait_healthy()
+        custom = client.CustomObjectsApi(k8s)
+        deadline = time.monotonic() + 60
+        while True:
+            peering = custom.get_namespaced_custom_object(
+                "kopf.dev", "v1", namespace, "kopfpeerings", "kyklos"
+            )
+            peers = peering.get("status") or {}
+            if len(peers) == 2:
+                break
+            assert time.monotonic() < deadline, f"peers never both announced: {peers}"
+            time.sleep(0.5)
+        priorities = {p["priority"] for p in peers.values()}
+        assert len(priorities) == 2, f"equal priorities pause every replica: {peers}"
+
+        load_example_data(k8s, namespace)
+        first, second = [r for r in example_resources() if r["kind"] == "Dataset"][:2]
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "datasets", first)
+        _wait_ready(k8s, namespace, first, timeout=180)
+        acting = [r for r in replicas if first["metadata"]["name"] in r.log()]
+        assert len(acting) == 1, "exactly one replica must handle the Dataset"
+        active = acting[0]
+        standby = next(r for r in replicas if r is not active)
+        assert "Pausing all operators" not in active.log() + standby.log()
+
+        # The standby may have acted alone before its peer started: count, do not search.
+        resumed = standby.log().count("Resuming operations")
+        assert active.stop() == 0, active.log()[-3000:]
+        deadline = time.monotonic() + 90
+        while standby.log().count("Resuming operations") == resumed:
+            assert time.monotonic() < deadline, (
+                f"the standby never took over:\n{standby.log()[-3000:]}"
+            )
+            time.sleep(0.5)
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "datasets", second)
+        _wait_ready(k8s, namespace, second, timeout=180)
+        assert second["metadata"]["name"] in standby.log()
+    finally:
+        codes = [replica.stop() for replica in replicas]
+    assert codes == [0, 0], [r.log()[-2000:] for r in replicas]
+    assert not audit.forbidden(account.username), sorted(audit.forbidden(account.username))
