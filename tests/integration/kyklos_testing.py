@@ -80,3 +80,28 @@ class Kyklos:
             if condition.get("type") == type:
                 return dict(condition)
         return None
+
+    def wait_status(
+        self,
+        plural: str,
+        name: str,
+        predicate: Callable[[dict[str, Any]], Any],
+        *,
+        timeout: float,
+        what: str,
+    ) -> dict[str, Any]:
+        """Wait until ``predicate(status)`` holds; on timeout the failure shows the whole status."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while True:
+            try:
+                status = self.status(plural, name)
+                if predicate(status):
+                    return status
+            except Exception as exc:  # not created yet
+                status = {"error": repr(exc)}
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what} ({plural}/{name}); status: {status}"
+                )
+            time.sleep(0.5)

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kyklos_testing import Kyklos, wait_for
+from kyklos_testing import Kyklos
 
 pytestmark = [pytest.mark.sandbox_only, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
+FINAL = ("Promoted", "RolledBack", "Rejected", "Failed")
 KYKLOS_IMAGE = "ghcr.io/kyklos/kyklos:0.1.0"
 SERVER_IMAGE = "registry.test/churn-server:1"
 FEATURES = [
@@ -90,20 +91,21 @@ def loop(
     ky.create("datasets", dataset("reference", data / "churn-reference.csv"))
     ky.create("datasets", dataset("current", data / "churn-current.csv"))
     for name in ("reference", "current"):
-        wait_for(
-            lambda n=name: ky.status("datasets", n).get("phase") == "Ready",
-            timeout=120,
-            what=f"Dataset {name} Ready",
+        ky.wait_status(
+            "datasets", name, lambda s: s.get("phase") == "Ready", timeout=180, what="Ready"
         )
     ky.create(
         "trainingjobs",
         {"metadata": {"name": "initial"}, "spec": {"datasetRef": {"name": "reference"}, **TRAINER}},
     )
-    wait_for(
-        lambda: (
-            (ky.condition("trainingjobs", "initial", "ModelAccepted") or {}).get("status") == "True"
+    ky.wait_status(
+        "trainingjobs",
+        "initial",
+        lambda s: any(
+            c["type"] == "ModelAccepted" and c["status"] == "True"
+            for c in s.get("conditions") or []
         ),
-        timeout=180,
+        timeout=240,
         what="the initial model accepted",
     )
     ky.create(
@@ -120,9 +122,11 @@ def loop(
             },
         },
     )
-    wait_for(
-        lambda: ky.status("modeldeployments", "churn").get("phase") == "Available",
-        timeout=120,
+    ky.wait_status(
+        "modeldeployments",
+        "churn",
+        lambda s: s.get("phase") == "Available",
+        timeout=180,
         what="the stable model Available",
     )
     return ky
@@ -160,31 +164,33 @@ def test_drift_retrains_and_promotes_the_new_model(loop: Kyklos, k8s: Any, names
     ky = loop
     stable_before = ky.status("modeldeployments", "churn")["stableModel"]
     ky.create("driftmonitors", monitor("current"))
-    wait_for(
-        lambda: ky.status("driftmonitors", "watch").get("drifted") is True,
-        timeout=120,
+    ky.wait_status(
+        "driftmonitors",
+        "watch",
+        lambda s: s.get("drifted") is True,
+        timeout=180,
         what="the monitor to detect drift",
     )
     drifted = ky.condition("driftmonitors", "watch", "Drifted")
     assert drifted and drifted["status"] == "True" and "worst" in drifted["message"]
-    retrain = wait_for(
-        lambda: (ky.status("driftmonitors", "watch").get("lastRetrain") or {}).get("name"),
+    retrain = ky.wait_status(
+        "driftmonitors",
+        "watch",
+        lambda s: (s.get("lastRetrain") or {}).get("name"),
         timeout=60,
         what="a retraining TrainingJob",
-    )
+    )["lastRetrain"]["name"]
     assert retrain == "watch-retrain-1"
     tj = ky.get("trainingjobs", retrain)
     assert tj["spec"]["datasetRef"] == {"name": "current"}
     assert tj["metadata"]["ownerReferences"][0]["kind"] == "DriftMonitor"
-    outcome = wait_for(
-        lambda: (
-            (ky.status("driftmonitors", "watch").get("lastRetrain") or {}).get("outcome")
-            in ("Promoted", "RolledBack", "Rejected", "Failed")
-            and ky.status("driftmonitors", "watch")["lastRetrain"]["outcome"]
-        ),
-        timeout=300,
+    outcome = ky.wait_status(
+        "driftmonitors",
+        "watch",
+        lambda s: (s.get("lastRetrain") or {}).get("outcome") in FINAL,
+        timeout=400,
         what="the retrained model's rollout to finish",
-    )
+    )["lastRetrain"]["outcome"]
     assert outcome == "Promoted", ky.status("driftmonitors", "watch")
     md = ky.status("modeldeployments", "churn")
     assert md["stableModel"] == ky.status("trainingjobs", retrain)["modelUri"] != stable_before
@@ -202,15 +208,13 @@ def test_crash_looping_retrained_model_is_rolled_back_stable_untouched(
     # From now on, new pods of the serving image crash: the canary of the retrained model.
     kubelet_policy(policy("crashloop"))
     ky.create("driftmonitors", monitor("current"))
-    outcome = wait_for(
-        lambda: (
-            (ky.status("driftmonitors", "watch").get("lastRetrain") or {}).get("outcome")
-            in ("Promoted", "RolledBack", "Rejected", "Failed")
-            and ky.status("driftmonitors", "watch")["lastRetrain"]["outcome"]
-        ),
-        timeout=300,
+    outcome = ky.wait_status(
+        "driftmonitors",
+        "watch",
+        lambda s: (s.get("lastRetrain") or {}).get("outcome") in FINAL,
+        timeout=400,
         what="the retrained model's rollout to finish",
-    )
+    )["lastRetrain"]["outcome"]
     assert outcome == "RolledBack", ky.status("driftmonitors", "watch")
     md = ky.status("modeldeployments", "churn")
     assert md["phase"] == "RolledBack"
@@ -223,9 +227,11 @@ def test_crash_looping_retrained_model_is_rolled_back_stable_untouched(
 def test_no_drift_window_stays_healthy_and_creates_nothing(loop: Kyklos) -> None:
     ky = loop
     ky.create("driftmonitors", monitor("reference"))
-    wait_for(
-        lambda: ky.status("driftmonitors", "watch").get("phase") == "Healthy",
-        timeout=120,
+    ky.wait_status(
+        "driftmonitors",
+        "watch",
+        lambda s: s.get("phase") == "Healthy",
+        timeout=180,
         what="the monitor Healthy",
     )
     status = ky.status("driftmonitors", "watch")
