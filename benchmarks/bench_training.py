@@ -245,80 +245,84 @@ def trainingjob(name: str) -> dict[str, Any]:
 
 
 class Watcher:
-    """Records, per TrainingJob, when its Job was first seen and when its phase was first set."""
+    """Records, per TrainingJob, when its Job was first seen and when its phase was first set.
+
+    A watch the API server closes (it drops slow watchers under load) is resumed after a
+    fresh list; objects first seen in that list are stamped with the list's time.
+    """
 
     def __init__(self, api: Any, namespace: str) -> None:
         from kubernetes import client
 
-        self.api, self.namespace = api, namespace
+        self.namespace = namespace
         self.job_seen: dict[str, float] = {}
         self.phase_seen: dict[str, float] = {}
         self.running_seen: dict[str, float] = {}
         self.changed = threading.Condition()
         self._stop = threading.Event()
         custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
-        rv_tj = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs")[
-            "metadata"
-        ]["resourceVersion"]
-        rv_job = batch.list_namespaced_job(namespace).metadata.resource_version
-        self._threads = [
-            threading.Thread(
-                target=self._quietly, args=(self._watch_tj, custom, rv_tj), daemon=True
+
+        def list_tj() -> tuple[list[Any], str]:
+            out = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "trainingjobs")
+            return out["items"], out["metadata"]["resourceVersion"]
+
+        def list_jobs() -> tuple[list[Any], str]:
+            out = batch.list_namespaced_job(namespace)
+            return out.items, out.metadata.resource_version
+
+        self._threads = []
+        for lister, watched, see in (
+            (
+                list_tj,
+                (custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, "trainingjobs")),
+                self._see_tj,
             ),
-            threading.Thread(
-                target=self._quietly, args=(self._watch_jobs, batch, rv_job), daemon=True
-            ),
-        ]
-        for thread in self._threads:
+            (list_jobs, (batch.list_namespaced_job, (namespace,)), self._see_job),
+        ):
+            _baseline, rv = lister()  # before any creation: a baseline, not a sighting
+            thread = threading.Thread(
+                target=self._follow, args=(lister, watched, see, rv), daemon=True
+            )
+            self._threads.append(thread)
             thread.start()
 
-    def _quietly(self, watch: Any, api: Any, rv: str) -> None:
-        try:
-            watch(api, rv)
-        except Exception as exc:  # the sandbox stopping ends the stream
-            if not self._stop.is_set():
-                print(f"watch of {self.namespace} ended: {exc}", file=sys.stderr)
-
-    def _watch_tj(self, custom: Any, rv: str) -> None:
+    def _follow(self, lister: Any, watched: Any, see: Any, rv: str) -> None:
         from kubernetes import watch
 
-        stream = watch.Watch().stream(
-            custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            "trainingjobs",
-            resource_version=rv,
-            timeout_seconds=3600,
-        )
-        for event in stream:
+        while not self._stop.is_set():
+            try:
+                fn, args = watched
+                for event in watch.Watch().stream(
+                    fn, *args, resource_version=rv, timeout_seconds=3600
+                ):
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        see(event["object"], time.monotonic())
+                    if self._stop.is_set():
+                        return
+            except Exception as exc:  # closed under load, 410 Gone, or the sandbox stopping
+                if self._stop.is_set():
+                    return
+                print(f"watch of {self.namespace} resumed after: {exc}", file=sys.stderr)
+            items, rv = lister()
             now = time.monotonic()
-            obj = event["object"]
-            name, phase = obj["metadata"]["name"], (obj.get("status") or {}).get("phase")
-            with self.changed:
-                if phase and name not in self.phase_seen:
-                    self.phase_seen[name] = now
-                if phase == "Running" and name not in self.running_seen:
-                    self.running_seen[name] = now
-                self.changed.notify_all()
-            if self._stop.is_set():
-                return
+            for item in items:
+                see(item, now)
 
-    def _watch_jobs(self, batch: Any, rv: str) -> None:
-        from kubernetes import watch
+    def _see_tj(self, obj: Any, now: float) -> None:
+        name, phase = obj["metadata"]["name"], (obj.get("status") or {}).get("phase")
+        with self.changed:
+            if phase and name not in self.phase_seen:
+                self.phase_seen[name] = now
+            if phase == "Running" and name not in self.running_seen:
+                self.running_seen[name] = now
+            self.changed.notify_all()
 
-        stream = watch.Watch().stream(
-            batch.list_namespaced_job, self.namespace, resource_version=rv, timeout_seconds=3600
-        )
-        for event in stream:
-            now = time.monotonic()
-            owner = (event["object"].metadata.labels or {}).get("kyklos.io/trainingjob")
-            with self.changed:
-                if owner and owner not in self.job_seen:
-                    self.job_seen[owner] = now
-                self.changed.notify_all()
-            if self._stop.is_set():
-                return
+    def _see_job(self, obj: Any, now: float) -> None:
+        owner = (obj.metadata.labels or {}).get("kyklos.io/trainingjob")
+        with self.changed:
+            if owner and owner not in self.job_seen:
+                self.job_seen[owner] = now
+            self.changed.notify_all()
 
     def wait(self, done: Any, timeout: float) -> bool:
         with self.changed:

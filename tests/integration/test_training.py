@@ -19,6 +19,7 @@ import secrets
 import shutil
 import textwrap
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,20 @@ def termination_messages(pods: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def scrape(port: int) -> dict[str, float]:
+    """The operator's Prometheus samples, as {'name{labels}': value} (labels sorted)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
 # ------------------------------------------------------------------------------ fixtures
 
 
@@ -237,8 +252,15 @@ def make_dataset(kyklos: Kyklos, uri: str, name: str = "train-data") -> dict[str
 
 
 def test_waits_for_the_dataset_then_trains_and_accepts_the_model(
-    kyklos: Kyklos, k8s: Any, namespace: str, cluster: Any, data_uri: str, host_dir: Path
+    k8s: Any,
+    namespace: str,
+    cluster: Any,
+    data_uri: str,
+    host_dir: Path,
+    start_operator: Callable[[], Any],
 ) -> None:
+    operator = start_operator()
+    kyklos = Kyklos(k8s, namespace)
     kyklos.create(
         "trainingjobs",
         trainingjob(
@@ -295,6 +317,18 @@ def test_waits_for_the_dataset_then_trains_and_accepts_the_model(
     reasons = [reason for _, reason, _ in events_of(k8s, namespace, "churn")]
     for reason in ("DatasetNotReady", "JobCreated", "Succeeded", "ThresholdMet"):
         assert reasons.count(reason) == 1, reasons
+
+    samples = scrape(operator.metrics_port)
+    assert samples[f'kyklos_trainings_total{{event="started",namespace="{namespace}"}}'] == 1
+    assert samples[f'kyklos_trainings_total{{event="succeeded",namespace="{namespace}"}}'] == 1
+    assert (
+        samples[
+            f'kyklos_training_duration_seconds_count{{namespace="{namespace}",outcome="succeeded"}}'
+        ]
+        == 1
+    )
+    assert samples['kyklos_reconciles_total{kind="TrainingJob",outcome="success"}'] >= 3
+    assert samples['kyklos_children_created_total{child="Job",kind="TrainingJob"}'] == 1
 
 
 def test_a_model_below_the_threshold_is_rejected(
