@@ -4,6 +4,7 @@ messages, executable resolution, PV manifests."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import pytest
 
@@ -228,7 +229,7 @@ def test_default_storage_class_is_default_and_immediate() -> None:
 
 
 def test_pv_for_claim_has_size_modes_claim_ref_and_a_data_dir_path() -> None:
-    claim = {
+    claim: dict[str, Any] = {
         "metadata": {"name": "data", "namespace": "ml", "uid": "u-1", "resourceVersion": "9"},
         "spec": {
             "storageClassName": "standard",
