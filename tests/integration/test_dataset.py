@@ -22,11 +22,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from kyklos_testing import Kyklos, wait_for
 from urllib3.exceptions import ProtocolError
 
 PROFILE_TIMEOUT = 120.0
+REPO = Path(__file__).resolve().parents[2]
 FEATURES = [
     {"name": "age", "type": "numeric"},
     {"name": "income", "type": "numeric"},
@@ -433,33 +433,14 @@ def test_pvc_source_is_mounted_into_the_worker(
     namespace: str,
     crds_installed: None,
     operator: Callable[..., Any],
+    host_dir: Path,
 ) -> None:
     """The data on a claim, the artifact store on the per-namespace artifact claim."""
     from kubernetes import client
 
     core = client.CoreV1Api(k8s)
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {"name": "data"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
-    claim = wait_for(
-        lambda: (
-            (c := core.read_namespaced_persistent_volume_claim("data", namespace)).spec.volume_name
-            and c
-        ),
-        timeout=60,
-        what="the data claim to be bound",
-    )
-    pv = core.read_persistent_volume(claim.spec.volume_name)
-    directory = Path((pv.spec.host_path or pv.spec.local).path)
-    (directory / "train").mkdir(exist_ok=True)
-    content = write_csv(directory / "train" / "data.csv", rows(40))
+    content = write_csv(host_dir / "data.csv", rows(40))
+    fill_claim(k8s, namespace, "data", {"train/data.csv": content})
     start_operator(operator, cluster, "pvc://kyklos-artifacts/store")
     kyklos = Kyklos(k8s, namespace)
     kyklos.create("datasets", dataset("onclaim", "pvc://data/train/data.csv"))
@@ -478,17 +459,44 @@ def test_pvc_source_is_mounted_into_the_worker(
     delete_datasets(kyklos)
 
 
-@sandbox_only
-def test_kubectl_apply_get_and_wait(
-    kyklos: Kyklos, cluster: Any, namespace: str, host_dir: Path
-) -> None:
-    path = host_dir / "cli.csv"
-    content = write_csv(path, rows(25))
-    manifest = host_dir / "dataset.yaml"
-    body = dataset("cli", f"file://{path}")
-    manifest.write_text(
-        yaml.safe_dump({"apiVersion": "kyklos.io/v1alpha1", "kind": "Dataset", **body})
+def fill_claim(k8s: Any, namespace: str, claim: str, files: dict[str, bytes]) -> Path:
+    """Create ``claim``, wait until it is bound, write ``files`` into its volume's directory."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": claim},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
     )
+    volume = wait_for(
+        lambda: core.read_namespaced_persistent_volume_claim(claim, namespace).spec.volume_name,
+        timeout=60,
+        what=f"claim {claim} to be bound",
+    )
+    pv = core.read_persistent_volume(volume)
+    directory = Path((pv.spec.host_path or pv.spec.local).path)
+    for rel, content in files.items():
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        (directory / rel).write_bytes(content)
+    return directory
+
+
+@sandbox_only
+def test_kubectl_apply_get_and_wait_with_the_example(
+    k8s: Any, cluster: Any, namespace: str, crds_installed: None, operator: Callable[..., Any]
+) -> None:
+    """The walkthrough: the example's data on its claim, `kubectl apply`, `wait`, `get dset`."""
+    data = REPO / "examples" / "data"
+    fill_claim(
+        k8s, namespace, "kyklos-examples", {p.name: p.read_bytes() for p in data.glob("*.csv")}
+    )
+    start_operator(operator, cluster, "pvc://kyklos-artifacts")
 
     def kubectl(*args: str, timeout: float = 60) -> str:
         result = subprocess.run(
@@ -500,10 +508,23 @@ def test_kubectl_apply_get_and_wait(
         assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
         return result.stdout
 
-    assert "dataset.kyklos.io/cli created" in kubectl("apply", "-f", str(manifest))
-    waited = kubectl("wait", "--for=condition=Ready", "dataset/cli", "--timeout=120s", timeout=150)
-    assert "dataset.kyklos.io/cli condition met" in waited, waited
-    header, line = kubectl("get", "dset").strip().splitlines()
-    assert header.split()[:4] == ["NAME", "PHASE", "VERSION", "ROWS"]
-    assert line.split()[:4] == ["cli", "Ready", version_of(content)[0], "25"]
-    assert "cli" in kubectl("get", "ml")
+    applied = kubectl("apply", "-f", str(REPO / "examples" / "dataset.yaml"))
+    assert "dataset.kyklos.io/churn-reference created" in applied
+    waited = kubectl(
+        "wait",
+        "--for=condition=Ready",
+        "dataset/churn-reference",
+        "dataset/churn-current",
+        "--timeout=180s",
+        timeout=200,
+    )
+    assert waited.count("condition met") == 2, waited
+    lines = kubectl("get", "dset").strip().splitlines()
+    assert lines[0].split()[:4] == ["NAME", "PHASE", "VERSION", "ROWS"]
+    shown = {line.split()[0]: line.split()[1:4] for line in lines[1:]}
+    for name in ("churn-reference", "churn-current"):
+        content = (data / f"{name}.csv").read_bytes()
+        data_rows = content.count(b"\n") - 1  # minus the header
+        assert shown[name] == ["Ready", version_of(content)[0], str(data_rows)], shown
+    assert "churn-reference" in kubectl("get", "ml")
+    delete_datasets(Kyklos(k8s, namespace))
