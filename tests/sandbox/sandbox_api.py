@@ -20,7 +20,14 @@ WIDGET_CRD: dict[str, Any] = {
     "spec": {
         "group": GROUP,
         "scope": "Namespaced",
-        "names": {"plural": PLURAL, "singular": "widget", "kind": KIND, "listKind": "WidgetList"},
+        "names": {
+            "plural": PLURAL,
+            "singular": "widget",
+            "kind": KIND,
+            "listKind": "WidgetList",
+            "shortNames": ["wdg"],
+            "categories": ["conformance"],
+        },
         "versions": [
             {
                 "name": VERSION,
@@ -176,3 +183,16 @@ class Widgets:
         return self.api.list_namespaced_custom_object(  # type: ignore[no-any-return]
             GROUP, VERSION, self.namespace, PLURAL, **kwargs
         )
+
+
+def raw_get(k8s: Any, path: str) -> Any:
+    """GET an API path with the client's credentials; the decoded JSON body."""
+    import json
+
+    method, url, headers, _body, _post = k8s.param_serialize(
+        "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+    )
+    response = k8s.call_api(method, url, headers)
+    response.read()
+    assert response.status == 200, (path, response.status, response.data[:500])
+    return json.loads(response.data)

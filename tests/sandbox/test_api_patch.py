@@ -71,7 +71,7 @@ def test_json_patch_resource_version_test_is_optimistic_locking(widgets: Widgets
             ],
             JSON_PATCH,
         )
-    assert info.value.status in (409, 422)
+    assert info.value.status == 422  # what kopf expects when its finalizer patch races
     assert widgets.get("w")["spec"]["size"] == 2
 
 
