@@ -401,21 +401,25 @@ class NodeAgent:
 
     def register_nodes(self) -> None:
         """Create the Nodes (or update them after an agent restart) and their status."""
-        for index, name in enumerate(self.node_names, start=1):
-            manifest = self.node_manifest(name, index)
-            try:
-                self.api.request("POST", "/api/v1/nodes", manifest)
-            except ApiError as e:
-                if e.status != 409:
-                    raise
-                self.api.request(
-                    "PATCH",
-                    f"/api/v1/nodes/{name}",
-                    {"metadata": {k: manifest["metadata"][k] for k in ("labels", "annotations")}},
-                    content_type="application/merge-patch+json",
-                )
-            self.patch_node_status(name)
+        for name in self.node_names:
+            self.register_node(name)
         log.info("registered nodes %s", ", ".join(self.node_names))
+
+    def register_node(self, name: str) -> None:
+        """Create one Node, or update the labels and annotations of an existing one."""
+        manifest = self.node_manifest(name, self.node_names.index(name) + 1)
+        try:
+            self.api.request("POST", "/api/v1/nodes", manifest)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            self.api.request(
+                "PATCH",
+                f"/api/v1/nodes/{name}",
+                {"metadata": {k: manifest["metadata"][k] for k in ("labels", "annotations")}},
+                content_type="application/merge-patch+json",
+            )
+        self.patch_node_status(name)
 
     def patch_node_status(self, name: str, previous: Policy | None = None) -> None:
         """Post the node status; resources only `previous` had are removed (merge patch)."""
@@ -446,7 +450,15 @@ class NodeAgent:
         except ApiError as e:
             if e.status != 404:
                 raise
-            node = self.api.request("GET", f"/api/v1/nodes/{name}")
+            try:
+                node = self.api.request("GET", f"/api/v1/nodes/{name}")
+            except ApiError as missing:
+                if missing.status != 404:
+                    raise
+                # Someone deleted the Node: register it again rather than run unseen.
+                log.warning("node %s was deleted; registering it again", name)
+                self.register_node(name)
+                node = self.api.request("GET", f"/api/v1/nodes/{name}")
             lease = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
