@@ -774,3 +774,23 @@ def test_host_path_volume_is_the_host_directory(k8s: Any, namespace: str, tmp_pa
     pod = wait_pod(k8s, namespace, "hostpath", phase_is("Succeeded", "Failed"), "completion")
     assert terminated(pod)["message"] == "from the host"
     assert (host / "out.txt").read_text() == "from the pod"
+
+
+@pytest.mark.sandbox_only
+def test_process_pod_reaches_the_api_as_its_service_account(k8s: Any, namespace: str) -> None:
+    code = (
+        "from kubernetes import client, config\n"
+        "config.load_incluster_config()\n"
+        "try:\n"
+        "    client.CoreV1Api().list_namespaced_pod(open("
+        "'/var/run/secrets/kubernetes.io/serviceaccount/namespace').read())\n"
+        "    message = 'allowed'\n"
+        "except client.rest.ApiException as e:\n"
+        "    message = f'{e.status} {e.body}'\n"
+        "open('/dev/termination-log', 'w').write(message)\n"
+    )
+    create(k8s, namespace, make_pod("incluster", code))
+    pod = wait_pod(k8s, namespace, "incluster", phase_is("Succeeded", "Failed"), "completion")
+    message = terminated(pod)["message"]
+    assert message.startswith("403 "), message
+    assert f"system:serviceaccount:{namespace}:default" in message
