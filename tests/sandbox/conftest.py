@@ -8,7 +8,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sandbox_api import GROUP, KIND, PLURAL, VERSION, WIDGET_CRD, Widgets, wait_gone
+from sandbox_api import (  # free_port: `from conftest import free_port` works from either
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    WIDGET_CRD,
+    Widgets,
+    free_port,
+    wait_gone,
+)
+
+__all__ = ["free_port"]
 
 
 @pytest.fixture(scope="session")

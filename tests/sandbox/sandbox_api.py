@@ -196,3 +196,12 @@ def raw_get(k8s: Any, path: str) -> Any:
     response.read()
     assert response.status == 200, (path, response.status, response.data[:500])
     return json.loads(response.data)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
