@@ -316,6 +316,16 @@ def test_from_training_job_waits_for_an_accepted_model(
         lambda s: "TrainingJob train is" in _ready_message(s),
         "Pending: job not done",
     )
+    # Let the TrainingJob controller write its own first status (waiting for the absent
+    # Dataset) before writing a finished one, which it then leaves alone.
+    wait_for(
+        lambda: (
+            (kyklos.condition("trainingjobs", "train", "Ready") or {}).get("reason")
+            == "DatasetNotReady"
+        ),
+        timeout=TIMEOUT,
+        what="TrainingJob train waiting for its Dataset",
+    )
     finished = {
         "phase": "Succeeded",
         "run": "r1",
