@@ -778,17 +778,23 @@ def test_host_path_volume_is_the_host_directory(k8s: Any, namespace: str, tmp_pa
 
 @pytest.mark.sandbox_only
 def test_process_pod_reaches_the_api_as_its_service_account(k8s: Any, namespace: str) -> None:
-    code = (
-        "from kubernetes import client, config\n"
-        "config.load_incluster_config()\n"
-        "try:\n"
-        "    client.CoreV1Api().list_namespaced_pod(open("
-        "'/var/run/secrets/kubernetes.io/serviceaccount/namespace').read())\n"
-        "    message = 'allowed'\n"
-        "except client.rest.ApiException as e:\n"
-        "    message = f'{e.status} {e.body}'\n"
-        "open('/dev/termination-log', 'w').write(message)\n"
-    )
+    code = """
+import os, ssl, urllib.error, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
+host = os.environ["KUBERNETES_SERVICE_HOST"]
+port = os.environ["KUBERNETES_SERVICE_PORT"]
+ns = open(sa + "namespace").read()
+request = urllib.request.Request(
+    f"https://{host}:{port}/api/v1/namespaces/{ns}/pods",
+    headers={"Authorization": "Bearer " + open(sa + "token").read()},
+)
+try:
+    urllib.request.urlopen(request, context=ssl.create_default_context(cafile=sa + "ca.crt"))
+    message = "allowed"
+except urllib.error.HTTPError as e:
+    message = f"{e.code} {e.read().decode()}"
+open("/dev/termination-log", "w").write(message)
+"""
     create(k8s, namespace, make_pod("incluster", code))
     pod = wait_pod(k8s, namespace, "incluster", phase_is("Succeeded", "Failed"), "completion")
     message = terminated(pod)["message"]
