@@ -306,10 +306,15 @@ def result_status(
 def profiling_status(
     run_name: str, pod_running: bool, generation: int, stored: Mapping[str, Any], now: datetime
 ) -> dict[str, Any]:
-    """The status while the first profile run of ``generation`` is under way."""
+    """The status while the first profile run of ``generation`` is under way.
+
+    The last known version and profile stay until the run replaces them; failures of an
+    earlier generation's data go (they may not apply to the new spec).
+    """
     return {
         "observedGeneration": generation,
         "phase": DatasetPhase.PROFILING if pod_running else DatasetPhase.PENDING,
+        "failures": None,
         "jobName": run_name,
         "conditions": set_condition(
             stored.get("conditions"),

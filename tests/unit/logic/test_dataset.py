@@ -495,10 +495,25 @@ def test_a_spec_change_replaces_the_old_generations_jobs() -> None:
     body["metadata"]["generation"] = 2
     result = decide(body, [j], [p])
     assert result.delete == ["churn-profile-1"]
+    assert "version" not in result.status  # the last known version stays meanwhile
     assert result.create is not None and result.create["metadata"]["name"] == "churn-profile-2"
     assert result.status["phase"] == "Pending" and result.status["observedGeneration"] == 2
     assert [e.reason for e in result.events] == ["Profiling"]
     assert not is_settled(settle(body, result))
+
+
+def test_failures_of_an_earlier_generation_go_when_the_spec_changes() -> None:
+    body = settle(dataset(), decide(dataset(), []))
+    j, p = finished_run(
+        "churn-profile-1",
+        failure_summary("ValidationFailed", failures=[{"rule": "minRows", "message": "5 < 10"}]),
+        state="failed",
+    )
+    failed = settle(body, decide(body, [j], [p]))
+    assert failed["status"]["failures"]
+    failed["metadata"]["generation"] = 2
+    result = decide(failed, [j], [p])
+    assert result.status["failures"] is None and result.status["phase"] == "Pending"
 
 
 def test_an_invalid_spec_fails_naming_the_field_and_creates_nothing() -> None:
