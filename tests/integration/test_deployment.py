@@ -432,3 +432,21 @@ def test_deleting_the_model_deployment_removes_every_child(
         )
 
     wait_for(all_gone, timeout=TIMEOUT, what="every child garbage-collected")
+
+
+def test_rolling_update_replaces_the_model_in_place(
+    kyklos: Kyklos, k8s: Any, namespace: str
+) -> None:
+    kube = Cluster(k8s, namespace)
+    kyklos.create(PLURAL, model_deployment("rolling", "s3://m/1"))  # RollingUpdate by default
+    available_with(kyklos, "rolling", "s3://m/1")
+    kyklos.patch(PLURAL, "rolling", {"spec": {"model": {"uri": "s3://m/2"}}})
+    final = available_with(kyklos, "rolling", "s3://m/2")
+    assert kube.deployment("rolling-canary") is None
+    assert env_of(kube.deployment("rolling-stable"))["KYKLOS_MODEL_URI"] == "s3://m/2"
+    assert [(h["model"], h["strategy"], h["outcome"]) for h in final["history"]] == [
+        ("s3://m/1", "RollingUpdate", "Promoted"),
+        ("s3://m/2", "RollingUpdate", "Promoted"),
+    ]
+    reasons = [r for _, r, _ in kube.events("rolling")]
+    assert "CanaryStarted" not in reasons and reasons.count("RolloutStarted") == 2, reasons
