@@ -26,9 +26,9 @@ def write_status(
     *,
     precondition: bool = False,
 ) -> bool:
-    """Patch ``/status`` with what differs from the stored status; False when nothing did.
+    """Patch ``/status`` with what differs from the stored status; False when nothing was written.
 
-    With ``precondition`` the patch carries ``body``'s resourceVersion, so a stale ``body``
+    Nothing is written when nothing differs or the object no longer exists. With ``precondition`` the patch carries ``body``'s resourceVersion, so a stale ``body``
     gets ApiException 409 instead of overwriting (and re-announcing) a newer status.
     """
     change = status_patch(body.get("status"), desired)
@@ -38,8 +38,8 @@ def write_status(
     patch: dict[str, Any] = {"status": change}
     if precondition:
         patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
-    client.patch(res, meta.get("namespace"), meta["name"], patch, status=True)
-    return True
+    # None: the object is gone, so nothing was written (and no Event should follow).
+    return client.patch(res, meta.get("namespace"), meta["name"], patch, status=True) is not None
 
 
 def emit(body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
