@@ -577,7 +577,11 @@ class NodeAgent:
             else:
                 worker.update(pod)
             return
-        if kind == "DELETED" or self.stopping.is_set():
+        if kind == "DELETED":
+            with self.lock:
+                self.finished.discard(uid)
+            return
+        if self.stopping.is_set():
             return
         terminal = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
         if uid in self.finished or terminal:

@@ -738,6 +738,10 @@ class PodWorker:
                 self._finish_deletion(pod)
                 return
             self._sync(pod)
+            if self.terminal and not self.write_retry_at:
+                # Nothing runs and the final status is written: the agent finishes the
+                # deletion of a finished pod itself, without a thread per pod.
+                return
             due = self._next_due()
             timeout = None if due is None else max(0.0, due - time.monotonic())
             self._wake.wait(timeout)
@@ -812,7 +816,8 @@ class PodWorker:
                 self.volume_error = str(e)
                 self.volume_retry_at = now + RETRY_SECONDS
                 for c in self.containers:
-                    c.state = {"waiting": {"reason": "ContainerCreating"}}
+                    if not c.ever_started:
+                        c.state = {"waiting": {"reason": "ContainerCreating"}}
                 log.info("pod %s/%s: volumes not ready: %s", self.namespace, self.pod_name, e)
                 return
         inits = [c for c in self.containers if c.init]
