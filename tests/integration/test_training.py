@@ -139,6 +139,20 @@ def events_of(k8s: Any, namespace: str, name: str) -> list[tuple[str, str, str]]
     return [(e.type, e.reason, e.message or "") for e in items]
 
 
+def wait_event(k8s: Any, namespace: str, name: str, reason: str) -> list[tuple[str, str, str]]:
+    """Wait until an Event ``reason`` about TrainingJob ``name`` exists (posted after the status
+    write that announces it); all the Events about it."""
+    return wait_for(
+        lambda: (
+            (events := events_of(k8s, namespace, name))
+            and any(e[1] == reason for e in events)
+            and events
+        ),
+        timeout=30,
+        what=f"Event {reason} about {name}",
+    )
+
+
 def stays(probe: Callable[[], bool], seconds: float, what: str) -> None:
     """Assert that ``probe`` holds for ``seconds`` (a negative story: nothing happens)."""
     deadline = time.monotonic() + seconds
@@ -314,7 +328,7 @@ def test_waits_for_the_dataset_then_trains_and_accepts_the_model(
         assert status["metrics"]["rows"] == 40  # the trainer read the Dataset's file
         model = Path(status["modelUri"].removeprefix("file://")) / "model.json"
         assert json.loads(model.read_text()) == {"weights": [1, 2, 3]}
-    reasons = [reason for _, reason, _ in events_of(k8s, namespace, "churn")]
+    reasons = [reason for _, reason, _ in wait_event(k8s, namespace, "churn", "ThresholdMet")]
     for reason in ("DatasetNotReady", "JobCreated", "Succeeded", "ThresholdMet"):
         assert reasons.count(reason) == 1, reasons
 
@@ -353,8 +367,8 @@ def test_a_model_below_the_threshold_is_rejected(
         "accuracy 0.61 < 0.9",
     )
     assert status["evaluation"]["accepted"] is False
-    assert ("Warning", "ThresholdNotMet", "accuracy 0.61 < 0.9") in events_of(
-        k8s, namespace, "weak"
+    assert ("Warning", "ThresholdNotMet", "accuracy 0.61 < 0.9") in wait_event(
+        k8s, namespace, "weak", "ThresholdNotMet"
     )
 
 
@@ -381,7 +395,8 @@ def test_a_missing_metric_and_invalid_metrics_json_are_reported_not_crashed_on(
 
     status = wait_phase(kyklos, "garbled", "Succeeded")
     assert "metrics" not in status
-    warnings = [e for e in events_of(k8s, namespace, "garbled") if e[1] == "MetricsInvalid"]
+    events = wait_event(k8s, namespace, "garbled", "MetricsInvalid")
+    warnings = [e for e in events if e[1] == "MetricsInvalid"]
     assert len(warnings) == 1 and warnings[0][0] == "Warning"
     assert "not JSON" in warnings[0][2]
 
@@ -410,7 +425,8 @@ def test_failure_after_backoff_limit_counts_attempts(
     failed_pods = [p for p in pods_of(k8s, namespace, "crash") if p.status.phase == "Failed"]
     assert len(failed_pods) == 2
     assert any(
-        e[:2] == ("Warning", "BackoffLimitExceeded") for e in events_of(k8s, namespace, "crash")
+        e[:2] == ("Warning", "BackoffLimitExceeded")
+        for e in wait_event(k8s, namespace, "crash", "BackoffLimitExceeded")
     )
 
 
@@ -472,7 +488,7 @@ def test_operator_restarted_mid_run_picks_up_without_a_second_job(
     assert status["phase"] == "Succeeded"
     (after,) = jobs_of(k8s, namespace, "long")
     assert after.metadata.uid == job.metadata.uid
-    reasons = [reason for _, reason, _ in events_of(k8s, namespace, "long")]
+    reasons = [reason for _, reason, _ in wait_event(k8s, namespace, "long", "Succeeded")]
     assert reasons.count("JobCreated") == 1 and "JobRecreated" not in reasons
     assert reasons.count("Running") == 1 and reasons.count("Succeeded") == 1
 
@@ -497,7 +513,7 @@ def test_a_job_deleted_mid_run_is_recreated_but_not_after_the_end(
         what="a recreated Job",
     )
     assert recreated[0].metadata.name == job.metadata.name
-    events = events_of(k8s, namespace, "victim")
+    events = wait_event(k8s, namespace, "victim", "JobRecreated")
     assert next(e for e in events if e[1] == "JobRecreated")[0] == "Warning"
     status = wait_phase(kyklos, "victim", "Succeeded", "Failed")
     assert status["phase"] == "Succeeded"
@@ -587,5 +603,6 @@ def test_bad_input_the_crd_cannot_judge_is_ready_false_without_children(
         )
         assert reason[0] == "False" and field in reason[2], reason
         assert jobs_of(k8s, namespace, name) == [] and services_of(k8s, namespace, name) == []
-        assert any(e[:2] == ("Warning", "InvalidSpec") for e in events_of(k8s, namespace, name))
+        events = wait_event(k8s, namespace, name, "InvalidSpec")
+        assert any(e[:2] == ("Warning", "InvalidSpec") for e in events)
     assert kyklos.status("trainingjobs", "greedy")["phase"] == "Pending"
