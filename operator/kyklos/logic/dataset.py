@@ -46,7 +46,7 @@ RUN_ANNOTATION = "kyklos.io/profile-run"
 
 #: How long a finished Job may go without its pod's termination message being observed
 #: before the run counts as ProfileJobFailed (the pod's watch event may lag the Job's).
-MESSAGE_GRACE_SECONDS = 10.0
+MESSAGE_GRACE_SECONDS = 20.0
 
 #: Longest condition message built from a list of failures.
 MAX_MESSAGE = 1024
@@ -362,6 +362,10 @@ def has_result(stored: Mapping[str, Any], generation: int) -> bool:
     )
 
 
+def _reason(status: Mapping[str, Any]) -> Any:
+    return (get_condition(status.get("conditions"), ConditionType.READY) or {}).get("reason")
+
+
 def _essence(status: Mapping[str, Any]) -> tuple[Any, ...]:
     ready = get_condition(status.get("conditions"), ConditionType.READY) or {}
     return (
@@ -531,6 +535,11 @@ def plan(
             )
     elif recorded and latest.name == adopted:
         out.delete += [r.name for r in current if r is not latest]
+        if _reason(stored) == Reason.PROFILE_JOB_FAILED:
+            # The pod's summary may show up after the grace period: it then wins.
+            outcome = outcome_of(latest, now)
+            if outcome is not None and outcome.summary is not None:
+                out.status = result_status(outcome, latest, generation, stored, now)
         if refresh_due and latest.finished:
             start(max(next_run, 1))
     elif recorded:

@@ -528,6 +528,20 @@ def test_an_invalid_spec_fails_naming_the_field_and_creates_nothing() -> None:
     assert_quiet(settle(body, result), decide(settle(body, result), []))
 
 
+def test_a_summary_seen_after_the_grace_period_corrects_profile_job_failed() -> None:
+    body = settle(dataset(), decide(dataset(), []))
+    j, p = finished_run("churn-profile-1", None, state="failed")
+    failed = settle(body, decide(body, [j], [p]))
+    assert ready_condition(failed["status"])["reason"] == "ProfileJobFailed"
+    late = pod(j, "Failed", failure_summary("SchemaMismatch", "feature plan is missing"))
+    result = decide(failed, [j], [late])
+    assert ready_condition(result.status)["reason"] == "SchemaMismatch"
+    assert [(e.reason, e.warning) for e in result.events] == [("SchemaMismatch", True)]
+    # A Ready status is never downgraded when its pod (and message) disappears later.
+    ready, j1, _ = ready_body()
+    assert decide(ready, [j1], []) == Plan()
+
+
 def test_every_terminal_state_is_settled_after_its_status_is_written() -> None:
     for message, state in (
         (summary("v1"), "succeeded"),
