@@ -33,7 +33,7 @@ def test_missing_permissions_exit_2_with_one_line_naming_them(
     assert proc.proc.wait(timeout=60) == 2
     log = proc.log()
     assert "missing permissions" in log
-    assert "patch datasets.kyklos.io" in log and "list trainingjobs.kyklos.io" in log
+    assert "patch datasets/status.kyklos.io" in log and "list trainingjobs.kyklos.io" in log
     assert "Traceback" not in log
 
 

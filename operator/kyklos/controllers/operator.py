@@ -57,29 +57,28 @@ def preflight(namespaces: Sequence[str]) -> None:
         raise PreflightError(f"cannot reach the Kubernetes API: {exc}") from None
     missing = []
     scopes: list[str | None] = list(namespaces) or [None]
+    # What every controller needs: watch its kind and write its status.
+    needs = [(verb, plural, "") for plural in KYKLOS_RESOURCES for verb in ("list", "watch")]
+    needs += [("patch", plural, "status") for plural in KYKLOS_RESOURCES]
     for ns in scopes:
-        for plural in KYKLOS_RESOURCES:
-            for verb in ("list", "watch", "patch"):
-                review = {
-                    "apiVersion": "authorization.k8s.io/v1",
-                    "kind": "SelfSubjectAccessReview",
-                    "spec": {
-                        "resourceAttributes": {
-                            "group": "kyklos.io",
-                            "resource": plural,
-                            "verb": verb,
-                            **({"namespace": ns} if ns else {}),
-                        }
-                    },
-                }
-                result = client._call(
-                    "POST",
-                    "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                    body=review,
-                )
-                if not (result.get("status") or {}).get("allowed"):
-                    where = f" in namespace {ns}" if ns else " cluster-wide"
-                    missing.append(f"{verb} {plural}.kyklos.io{where}")
+        for verb, plural, sub in needs:
+            attributes = {"group": "kyklos.io", "resource": plural, "verb": verb}
+            if sub:
+                attributes["subresource"] = sub
+            if ns:
+                attributes["namespace"] = ns
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes},
+            }
+            result = client._call(
+                "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review
+            )
+            if not (result.get("status") or {}).get("allowed"):
+                where = f" in namespace {ns}" if ns else " cluster-wide"
+                target = f"{plural}/{sub}" if sub else plural
+                missing.append(f"{verb} {target}.kyklos.io{where}")
     if missing:
         raise PreflightError("missing permissions: " + "; ".join(missing))
 

@@ -33,5 +33,5 @@ def test_denied_reviews_are_listed(monkeypatch: pytest.MonkeyPatch) -> None:
         operator.preflight(("team-a",))
     message = str(err.value)
     assert message.startswith("missing permissions: ")
-    assert "patch datasets.kyklos.io in namespace team-a" in message
+    assert "patch datasets/status.kyklos.io in namespace team-a" in message
     assert "list" not in message
