@@ -722,6 +722,9 @@ def evaluate(evaluation: Evaluation | None, metrics: Mapping[str, float] | None)
 # ------------------------------------------------------------------------------------ rejection
 
 
+#: Ends the InvalidSpec message of a Job the API server refused; not retried until the spec changes.
+REJECTED = " (the API server rejected the training Job)"
+
 _FIELD_MAP = (
     ("spec.template.spec.containers[0].resources", "spec.resources"),
     ("spec.template.spec.containers[0].env", "spec.env"),
@@ -751,7 +754,7 @@ def describe_rejection(status: Mapping[str, Any] | None, fallback: str) -> str:
         )
         parts.append(f"{spec_field}: {cause.get('message') or ''}".strip())
     detail = "; ".join(parts) or str(status.get("message") or fallback)
-    return f"{detail} (the API server rejected the training Job)"
+    return f"{detail}{REJECTED}"
 
 
 # ------------------------------------------------------------------------------------ state machine
@@ -937,6 +940,15 @@ def _no_job(
             build.ready(TrainingPhase.PENDING, False, Reason.DATASET_NOT_READY, waiting)
             return _finish(decision, build, stored)
         assert obs.dataset is not None
+        before = get_condition(stored.get("conditions"), ConditionType.READY) or {}
+        if (
+            before.get("reason") == Reason.INVALID_SPEC
+            and str(before.get("message") or "").endswith(REJECTED)
+            and before.get("observedGeneration") == meta.get("generation")
+        ):
+            # The API server refused this spec's Job; asking again changes nothing.
+            build.ready(TrainingPhase.PENDING, False, Reason.INVALID_SPEC, str(before["message"]))
+            return _finish(decision, build, stored)
         try:
             lineage = lineage_from_dataset(meta, spec, obs.dataset, obs.settings)
         except SpecError as exc:

@@ -778,16 +778,32 @@ def test_bad_input_is_invalid_spec_without_children(spec: dict[str, Any], messag
     assert [(e.reason, e.warning) for e in decision.events] == [("InvalidSpec", True)]
 
 
-def test_a_job_the_api_server_rejects_is_invalid_spec() -> None:
+def test_a_job_the_api_server_rejects_is_invalid_spec_until_the_spec_changes() -> None:
     tj = trainingjob()
-    obs = Observation(tj, dataset(), None, None, SETTINGS, NOW, job_rejection="spec.resources: bad")
+    message = describe_rejection(
+        {
+            "details": {
+                "causes": [
+                    {"field": "spec.template.spec.containers[0].resources.limits", "message": "bad"}
+                ]
+            }
+        },
+        "Unprocessable Entity",
+    )
+    obs = Observation(tj, dataset(), None, None, SETTINGS, NOW, job_rejection=message)
     decision = decide(obs)
     assert decision.create_job is None
-    assert (ready(decision)["reason"], ready(decision)["message"]) == (
-        "InvalidSpec",
-        "spec.resources: bad",
-    )
+    assert (ready(decision)["reason"], ready(decision)["message"]) == ("InvalidSpec", message)
+    assert message.startswith("spec.resources: bad")
     assert decision.status["jobName"] is None
+    # Not asked again for the same spec (a refused create is a write, every resync) ...
+    settled = settle(tj, decision)
+    again = observe(settled, ds=dataset())
+    assert again.create_job is None and again.events == []
+    assert status_patch(settled["status"], again.status) == {}
+    # ... but again once the spec is edited (a new generation).
+    edited = {**settled, "metadata": {**settled["metadata"], "generation": 2}}
+    assert observe(edited, ds=dataset()).create_job is not None
 
 
 def test_children_of_another_trainingjob_with_the_same_name_are_ignored() -> None:
