@@ -44,13 +44,12 @@ not (False, ``Failed``). Consumers (ModelDeployment ``fromTrainingJob``, DriftMo
 use ``status.modelUri`` once ``ModelAccepted`` is True.
 
 **Immutability.** The spec is immutable once the training has started (``status.startTime``
-set: the Job's pods started), enforced by the CRD's CEL transition rule; re-run by creating a new
-TrainingJob. Before that (waiting for the dataset, or ``suspend: true``) edits are accepted and
+set: the Job controller started the Job, i.e. it was created or unsuspended), enforced by the
+CRD's CEL transition rule; re-run by creating a new TrainingJob. Before that (waiting for the dataset, or ``suspend: true``) edits are accepted and
 acted on: ``suspend`` is patched on the Job, any other change replaces the not-yet-started Job.
 The dataset version is pinned when the Job is made; a Job that has not started yet (suspended,
 queued) is replaced when the Dataset moves to a new version, so the recorded lineage is what
-the trainer reads.
-With ``queueName`` the Job is created suspended and Kueue owns its ``suspend`` from then on.
+the trainer reads. With ``queueName`` the Job is created suspended and Kueue owns its ``suspend`` from then on.
 
 **Lifecycle.** Pending (``DatasetNotReady`` until the Dataset is Ready with the pinned
 ``datasetRef.version`` if set; ``JobCreated``; ``Suspended``) -> Running -> Succeeded | Failed
