@@ -493,6 +493,12 @@ def test_long_running_pod_becomes_ready_with_kubelet_conditions(k8s: Any, namesp
     assert status["podIPs"] == [{"ip": status["podIP"]}]
     assert status["qosClass"] == "BestEffort"
     assert status["observedGeneration"] == pod["metadata"]["generation"]
+    events = core(k8s).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=web,involvedObject.kind=Pod"
+    )
+    started = [e for e in events.items if e.reason == "Started"]
+    assert started and started[0].source.component == "kubelet"
+    assert started[0].involved_object.field_path == "spec.containers{main}"
     assert condition(pod, "Ready")["observedGeneration"] == pod["metadata"]["generation"]
 
 

@@ -114,14 +114,18 @@ class Kube:
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body).encode()
-        resp = self.pool.request(
-            method,
-            self._url(path, query),
-            body=data,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=5.0, read=30.0),
-            retries=False,
-        )
+        try:
+            resp = self.pool.request(
+                method,
+                self._url(path, query),
+                body=data,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=5.0, read=30.0),
+                retries=False,
+            )
+        except urllib3.exceptions.HTTPError as e:
+            # Callers retry API errors; a connection problem is one of them.
+            raise ApiError(503, f"{method} {path}: {e}") from None
         if resp.status >= 300:
             try:
                 message = json.loads(resp.data).get("message", resp.data.decode())

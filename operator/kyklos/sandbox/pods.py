@@ -612,6 +612,7 @@ class PodWorker:
         self.deadline_exceeded = False
         self.start_time = ""
         self.last_written: JsonDict | None = None
+        self._last_event: tuple[str, str, str] = ("", "", "")
         self.write_retry_at = 0.0
         policy = ctx.policy()
         restart_policy = pod["spec"].get("restartPolicy", "Always")
@@ -819,6 +820,7 @@ class PodWorker:
                     if not c.ever_started:
                         c.state = {"waiting": {"reason": "ContainerCreating"}}
                 log.info("pod %s/%s: volumes not ready: %s", self.namespace, self.pod_name, e)
+                self._event(None, "Warning", "FailedMount", str(e))
                 return
         inits = [c for c in self.containers if c.init]
         for c in inits:
@@ -860,6 +862,14 @@ class PodWorker:
             }
             return
         if c.ever_started and now < c.next_start:
+            if "waiting" not in c.state:
+                self._event(
+                    c,
+                    "Warning",
+                    "BackOff",
+                    f"Back-off restarting failed container {c.name} in pod "
+                    f"{self.pod_name}_{self.namespace}({self.uid})",
+                )
             c.last_state = {"terminated": c.last_term}
             c.state = {
                 "waiting": {
@@ -921,6 +931,7 @@ class PodWorker:
             c.restart_count = old_count
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
             c.config_retry_at = time.monotonic() + RETRY_SECONDS
+            self._event(c, "Warning", "Failed", f"Error: {e}")
             return
         except StartError as e:
             handle = None
@@ -940,8 +951,10 @@ class PodWorker:
                 "containerID": container_id,
             }
             self._exited(c, term, 128, 0.0)
+            self._event(c, "Warning", "Failed", f"Error: {term['message']}")
             return
         c.handle = handle
+        self._event(c, "Normal", "Started", f"Started container {c.name}")
         c.state = {"running": {"startedAt": c.started_at}}
         probe = c.spec.get("readinessProbe")
         if probe and isinstance(c.handle, ProcessHandle):
@@ -1531,6 +1544,45 @@ class PodWorker:
         self.write_retry_at = 0.0
         self.last_written = status
 
+    def _event(self, c: Container | None, etype: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on the pod, as the kubelet's event recorder does."""
+        if self.ctx.stopping.is_set():
+            return
+        key = (c.name if c else "", reason, message)
+        if key == self._last_event:
+            return  # the kubelet's recorder aggregates repeats; one is enough here
+        self._last_event = key
+        now = now_rfc3339()
+        involved: JsonDict = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": self.namespace,
+            "name": self.pod_name,
+            "uid": self.uid,
+        }
+        if c is not None:
+            kind = "initContainers" if c.init else "containers"
+            involved["fieldPath"] = f"spec.{kind}{{{c.name}}}"
+        body = {
+            "metadata": {"generateName": f"{self.pod_name}.", "namespace": self.namespace},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message,
+            "type": etype,
+            "source": {"component": "kubelet", "host": self.ctx.node_name},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": "kubelet",
+            "reportingInstance": self.ctx.node_name,
+        }
+        try:
+            self.ctx.api.request("POST", f"/api/v1/namespaces/{self.namespace}/events", body)
+        except (ApiError, OSError) as e:
+            log.debug(
+                "pod %s/%s: event %s not recorded: %s", self.namespace, self.pod_name, reason, e
+            )
+
     # -- stopping and deletion
 
     def _stop_all(self, grace: float) -> None:
@@ -1538,6 +1590,7 @@ class PodWorker:
         running = [c for c in self.containers if c.handle is not None]
         for c in running:
             assert c.handle is not None
+            self._event(c, "Normal", "Killing", f"Stopping container {c.name}")
             c.handle.terminate()
         deadline = time.monotonic() + grace
         for c in running:
