@@ -39,6 +39,10 @@ the terminationMessagePath (replaced by the per-container file), the env var
 rewritten likewise. A program that builds such paths itself (e.g. from a constant) then
 writes to the real host path, which may fail.
 
+Events, as the kubelet records them (source ``kubelet``, one per distinct occurrence rather
+than aggregated counts): Started, Failed (CreateContainerConfigError, StartError), BackOff,
+Killing, FailedMount.
+
 Probes: a ``process`` container's readinessProbe is run for real when it is ``httpGet``
 or ``tcpSocket`` (against 127.0.0.1, since pod IPs are not routable here); with an
 ``exec``/``grpc`` readinessProbe, or none, a container is ready while it runs. Liveness
