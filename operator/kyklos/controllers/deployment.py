@@ -11,8 +11,10 @@ object then (a newer decision replaces an older one). No polling.
 
 Status is written before the children are changed, so a crash between the two repeats the
 same decision (e.g. a rolled-back model is recorded in ``failedModel`` before its canary is
-deleted, and is never retried). Because the indexed body can lag behind our own status write,
-the last written status is remembered per object and used until the watch catches up.
+deleted, and is never retried). Because the indexes lag behind our own writes, the last status
+and the children this controller wrote are remembered (for at most 30 s) and used until the
+watch delivers them, so a reconcile never mixes a new status with an old child (which could
+undo a canary step).
 """
 
 from __future__ import annotations
