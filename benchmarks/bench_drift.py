@@ -185,17 +185,21 @@ def ensure_evidently() -> tuple[Path | None, str]:
 
 
 def run_evidently(
-    python: Path, ref: pa.Table, cur: pa.Table, repeat: int
-) -> tuple[float | None, str]:
+    python: Path, ref: pa.Table, cur: pa.Table, repeat: int, timeout: float
+) -> tuple[float | None, str, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="kyklos-bench-drift-") as tmp:
         rp, cp = Path(tmp) / "ref.parquet", Path(tmp) / "cur.parquet"
         pq.write_table(ref, rp)
         pq.write_table(cur, cp)
-        proc = subprocess.run(
-            [str(python), "-c", EVIDENTLY_SCRIPT, str(rp), str(cp), str(repeat)],
-            capture_output=True,
-            text=True,
-        )
+        try:
+            proc = subprocess.run(
+                [str(python), "-c", EVIDENTLY_SCRIPT, str(rp), str(cp), str(repeat)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return None, f"did not finish within {timeout:.0f}s (so: > {timeout:.0f}s)", {}
     if proc.returncode != 0:
         return None, "Evidently failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1], {}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -209,6 +213,7 @@ def bench(
     categorical: int,
     repeat: int,
     evidently: tuple[Path | None, str],
+    evidently_timeout: float,
 ) -> None:
     ref, cur = make_tables(rows, numeric, categorical)
     input_bytes = ref.nbytes + cur.nbytes
@@ -229,14 +234,16 @@ def bench(
         kyklos_runs.append(best_of(lambda: kyklos_engine(ref, cur), 1))
         floor_runs.append(best_of(lambda: floor(ref, cur), 1))
     times["kyklos"], times["floor"] = min(kyklos_runs), min(floor_runs)
+    print(f"  kyklos {times['kyklos']:.3f}s, floor {times['floor']:.3f}s", flush=True)
     times["naive scipy"] = best_of(lambda: naive_scipy(ref_np, cur_np), max(1, repeat - 1))
+    print(f"  naive scipy {times['naive scipy']:.3f}s", flush=True)
     note = ""
     ev_values: dict[str, float] = {}
     python, why = evidently
     if python is None:
         times["evidently"], note = None, why
     else:
-        times["evidently"], note, ev_values = run_evidently(python, ref, cur, 1)
+        times["evidently"], note, ev_values = run_evidently(python, ref, cur, 1, evidently_timeout)
     k = times["kyklos"]
     assert k is not None
     print(f"{'engine':16}{'seconds':>10}{'vs kyklos':>12}")
@@ -272,15 +279,26 @@ def main() -> None:
     parser.add_argument("--small-only", action="store_true", help="skip the 1M x 1M case")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-evidently", action="store_true")
+    parser.add_argument(
+        "--evidently-timeout", type=float, default=1200, help="seconds per Evidently run"
+    )
     args = parser.parse_args()
     evidently = (None, "--no-evidently") if args.no_evidently else ensure_evidently()
     if evidently[0] is not None:
         print(f"evidently {evidently[1]} (benchmarks/.venv-evidently)")
     else:
         print(f"evidently column skipped: {evidently[1]}")
-    bench("mixed", 100_000, 20, 5, args.repeat, evidently)
+    bench("mixed", 100_000, 20, 5, args.repeat, evidently, args.evidently_timeout)
     if not args.small_only:
-        bench("large numeric", 1_000_000, 20, 0, max(1, args.repeat - 1), evidently)
+        bench(
+            "large numeric",
+            1_000_000,
+            20,
+            0,
+            max(1, args.repeat - 1),
+            evidently,
+            args.evidently_timeout,
+        )
 
 
 if __name__ == "__main__":
