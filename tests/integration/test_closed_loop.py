@@ -9,7 +9,10 @@ run on one machine without competing for a port.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,9 @@ pytestmark = [pytest.mark.sandbox_only, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 FINAL = ("Promoted", "RolledBack", "Rejected", "Failed")
+#: Worker pods mount their own emptyDir at /tmp (as real pods do), hiding the host's /tmp:
+#: files they read through file:// URIs live elsewhere.
+HOST_BASE = Path(os.environ.get("KYKLOS_TEST_HOST_DIR", "/var/tmp"))
 KYKLOS_IMAGE = "ghcr.io/kyklos/kyklos:0.1.0"
 SERVER_IMAGE = "registry.test/churn-server:1"
 FEATURES = [
@@ -71,22 +77,32 @@ def dataset(name: str, path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
+def host_dir() -> Iterator[Path]:
+    """A directory outside /tmp for data and artifacts, removed afterwards."""
+    HOST_BASE.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="kyklos-loop-", dir=HOST_BASE))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def loop(
     cluster: Any,
     k8s: Any,
     namespace: str,
     crds_installed: None,
     operator: Any,
-    tmp_path: Path,
+    host_dir: Path,
     kubelet_policy: Any,
 ) -> Kyklos:
     """Data files, the operator, and a stable model serving: the starting point of the loop."""
     kubelet_policy(policy("serve"))
-    data = tmp_path / "data"
+    data = host_dir / "data"
     data.mkdir()
     for name in ("churn-reference.csv", "churn-current.csv"):
         shutil.copy(REPO / "examples" / "data" / name, data / name)
-    operator({"KYKLOS_ARTIFACTS_URI": f"file://{tmp_path / 'artifacts'}"})
+    operator({"KYKLOS_ARTIFACTS_URI": f"file://{host_dir / 'artifacts'}"})
     ky = Kyklos(k8s, namespace)
     ky.create("datasets", dataset("reference", data / "churn-reference.csv"))
     ky.create("datasets", dataset("current", data / "churn-current.csv"))
