@@ -183,10 +183,10 @@ def test_healthy_canary_walks_10_50_100_and_is_promoted(
         return status if done and status.get("phase") == "Available" else None
 
     final = wait_for(promoted, timeout=TIMEOUT, what="the canary promoted", interval=0.2)
-    # 10 % of 2 -> 1 canary replica, 50 % -> 1, 100 % -> 2 (beside the 2 stable replicas).
+    # Beside the 2 stable replicas: 10 % -> 1 canary (at least one), 50 % -> 2, 100 % -> 2.
     weights = [w for w, _ in seen]
     assert weights == sorted(weights) and {10, 50, 100} <= set(weights), seen
-    assert dict(seen)[100] == 2 and dict(seen)[10] == 1, seen
+    assert dict(seen)[100] == 2 and dict(seen)[50] == 2 and dict(seen)[10] == 1, seen
     assert final["history"][-1]["model"] == "s3://models/iris/2"
     assert final["history"][-1]["outcome"] == "Promoted"
     assert final["history"][-1]["strategy"] == "Canary"
@@ -383,20 +383,20 @@ def test_scaling_replicas_keeps_the_canary_ratio(kyklos: Kyklos, k8s: Any, names
     available_with(kyklos, "scaled", "s3://m/1")
     kyklos.patch(PLURAL, "scaled", {"spec": {"model": {"uri": "s3://m/2"}}})
     wait_for(
-        lambda: (d := kube.deployment("scaled-canary")) is not None and d.spec.replicas == 1,
+        lambda: (d := kube.deployment("scaled-canary")) is not None and d.spec.replicas == 2,
         timeout=TIMEOUT,
-        what="a 1-replica canary (50 % of 2)",
+        what="a 2-replica canary beside 2 stable (50 % of all pods)",
     )
     kyklos.patch(PLURAL, "scaled", {"spec": {"replicas": 6}})
     wait_for(
-        lambda: (d := kube.deployment("scaled-canary")) is not None and d.spec.replicas == 3,
+        lambda: (d := kube.deployment("scaled-canary")) is not None and d.spec.replicas == 6,
         timeout=TIMEOUT,
-        what="a 3-replica canary (50 % of 6)",
+        what="a 6-replica canary beside 6 stable (50 % of all pods)",
     )
     stable = kube.deployment("scaled-stable")
     assert stable.spec.replicas == 6
     assert env_of(stable)["KYKLOS_MODEL_URI"] == "s3://m/1"  # still the stable model
-    status = wait_status(kyklos, "scaled", lambda s: s.get("replicas") == 9, "9 desired replicas")
+    status = wait_status(kyklos, "scaled", lambda s: s.get("replicas") == 12, "12 desired replicas")
     assert (status["canaryWeight"], status["step"], status["canaryModel"]) == (50, 0, "s3://m/2")
 
 

@@ -16,13 +16,16 @@ through the strategy, and the stable Deployment's pod template changes only when
 rollout replaces it (first deployment, RollingUpdate, promotion). Outside that, only its
 replica count follows the spec.
 
-**Canary replica rounding.** The stable Deployment keeps its full replica count during a
-canary (so a failed canary never modifies it); the canary runs beside it with
-``max(1, round_half_up(R * weight / 100))`` replicas, R being the stable's desired count
-(the HPA's when autoscaling). A weight is therefore the canary's size as a share of R, and
-its share of traffic is ``canary / (stable + canary)`` ready pods: 10 % of 3 -> 1 canary
-(25 % of traffic), 50 % of 4 -> 2 (33 %), 100 % -> R (50 %). Scaling ``replicas`` mid-canary
-rescales the canary to keep the ratio.
+**Canary replica rounding.** The stable Deployment keeps its full replica count R during a
+canary (so a failed canary never modifies it), and the canary runs beside it sized so that
+its share of the serving pods, ``canary / (R + canary)``, is the step's weight:
+``max(1, round_half_up(R * weight / (100 - weight)))`` replicas, R being the stable's
+desired count (the HPA's when autoscaling). At 100 % the canary matches R and is then
+promoted. With R = 4: 10 % -> 1 canary (20 % of pods: at least one), 25 % -> 1 (20 %),
+50 % -> 4 (50 %), 75 % -> 12 (75 %). The price of never touching the stable is the extra
+pods a high weight needs; choose steps accordingly. Scaling ``replicas`` mid-canary
+rescales the canary to keep the share. Traffic follows ready pods, since the one Service
+selects both Deployments.
 
 **Rollout** (:func:`decide`):
 
@@ -245,8 +248,13 @@ def deployment_model(deployment: Mapping[str, Any] | None) -> ResolvedModel | No
 
 
 def canary_replicas(total: int, weight: int) -> int:
-    """Canary replicas for ``weight`` % of ``total``: round half up, at least one."""
-    return max(1, math.floor(total * weight / 100 + 0.5))
+    """Canary replicas beside ``total`` stable ones making ``weight`` % of all pods.
+
+    Round half up, at least one; at 100 % the canary matches the stable (then promoted).
+    """
+    if weight >= 100:
+        return max(1, total)
+    return max(1, math.floor(total * weight / (100 - weight) + 0.5))
 
 
 def service_url(name: str, namespace: str, port: int) -> str:

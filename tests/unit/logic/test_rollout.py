@@ -186,17 +186,19 @@ def test_autoscaled_stable_leaves_replicas_to_the_hpa() -> None:
 @pytest.mark.parametrize(
     ("total", "weight", "expected"),
     [
-        (4, 10, 1),  # 0.4 -> at least one
-        (10, 10, 1),
-        (10, 25, 3),  # 2.5 rounds half up
-        (4, 50, 2),
-        (3, 50, 2),  # 1.5 rounds half up
-        (4, 100, 4),
+        (4, 10, 1),  # 0.44 -> at least one
+        (10, 10, 1),  # 1.11: 1 of 11 pods
+        (10, 25, 3),  # 3.33: 3 of 13 pods
+        (4, 50, 4),  # half of all pods
+        (3, 20, 1),  # 0.75 rounds half up
+        (2, 60, 3),  # 3.0: 3 of 5 pods
+        (4, 75, 12),  # 12 of 16 pods
+        (4, 100, 4),  # full size, then promoted
         (0, 10, 1),  # scaled to zero: still one canary replica
         (20, 1, 1),
     ],
 )
-def test_canary_replicas_round_half_up_with_at_least_one(
+def test_canary_share_of_all_pods_is_the_weight_round_half_up_at_least_one(
     total: int, weight: int, expected: int
 ) -> None:
     assert canary_replicas(total, weight) == expected
@@ -488,7 +490,7 @@ def test_ready_canary_holds_for_the_pause_then_advances() -> None:
     assert holding.status["step"] == 0 and holding.requeue_after == 15
     advanced = run(spec, observed, holding.status, T0 + timedelta(seconds=40))
     assert advanced.status["step"] == 1 and advanced.status["canaryWeight"] == 50
-    assert advanced.canary == CanaryPlan(M2, 2)
+    assert advanced.canary == CanaryPlan(M2, 4)  # beside 4 stable: half of all pods
     assert advanced.stable_model is None
     assert [e.reason for e in advanced.events] == ["CanaryStep"]
     assert advanced.status["stepStartTime"] is None
@@ -548,7 +550,7 @@ def test_healthy_canary_walks_every_step_and_is_promoted() -> None:
     assert sorted(set(weights)) == [10, 50, 100]
     assert weights == sorted(weights)  # never goes back
     replicas = [d.canary.replicas for d in decisions if d.canary]
-    assert sorted(set(replicas)) == [1, 2, 4]
+    assert sorted(set(replicas)) == [1, 4]  # 10 % -> at least one; 50 % and 100 % -> 4
     final = decisions[-1]
     assert final.status["stableModel"] == M2.uri
     assert final.status["canaryModel"] is None and final.status["step"] is None
@@ -749,13 +751,13 @@ def test_scaling_replicas_mid_canary_keeps_the_ratio() -> None:
     scaled = make_spec(replicas=10)
     decision = run(
         scaled,
-        Observed(stable=deployment("stable", M1, 4), canary=deployment("canary", M2, 2)),
+        Observed(stable=deployment("stable", M1, 4), canary=deployment("canary", M2, 4)),
         at_50,
         T0 + timedelta(seconds=5),
     )
     assert decision.stable_replicas == 10
-    assert decision.canary == CanaryPlan(M2, 5)
-    assert decision.status["replicas"] == 15
+    assert decision.canary == CanaryPlan(M2, 10)
+    assert decision.status["replicas"] == 20
 
 
 def test_autoscaled_canary_follows_the_hpa_replica_count() -> None:
@@ -766,7 +768,7 @@ def test_autoscaled_canary_follows_the_hpa_replica_count() -> None:
     )
     decision = run(spec, observed, {**start.status, "step": 1}, T0)
     assert decision.stable_replicas is None  # the HPA owns the stable count
-    assert decision.canary == CanaryPlan(M2, 4)
+    assert decision.canary == CanaryPlan(M2, 8)  # 50 %: as many as the HPA's 8 stable
     assert decision.autoscale
 
 
@@ -861,7 +863,7 @@ def test_failed_revision_is_not_retried_but_a_fixed_runtime_is() -> None:
 def test_promotion_start_seen_again_with_a_stale_stable_is_not_reported_twice() -> None:
     spec = make_spec(strategy={"type": "Canary", "steps": [{"weight": 50, "pause": "10s"}]})
     stable = deployment("stable", M1, 4)
-    observed = Observed(stable=stable, canary=deployment("canary", M2, 2))
+    observed = Observed(stable=stable, canary=deployment("canary", M2, 4))
     start = run(spec, observed, {"stableModel": M1.uri})
     ready = run(spec, observed, start.status, T0 + timedelta(seconds=1))
     promote = run(spec, observed, ready.status, T0 + timedelta(seconds=11))
