@@ -211,7 +211,10 @@ def test_drift_retrains_and_promotes_the_new_model(loop: Kyklos, k8s: Any, names
     md = ky.status("modeldeployments", "churn")
     assert md["stableModel"] == ky.status("trainingjobs", retrain)["modelUri"] != stable_before
     assert not md.get("canaryModel")
-    assert ky.status("driftmonitors", "watch")["retrainCount"] == 1
+    monitor_status = ky.status("driftmonitors", "watch")
+    assert monitor_status["retrainCount"] == 1
+    # The serving model learnt the current data: later checks compare against it.
+    assert monitor_status["baselineDataset"] == "current"
 
 
 def test_crash_looping_retrained_model_is_rolled_back_stable_untouched(

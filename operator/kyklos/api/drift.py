@@ -289,6 +289,13 @@ class DriftMonitorStatus(KyklosModel):
     retrain_count: int | None = Field(
         default=None, description="Retrainings started so far (for maxRetrains)."
     )
+    baseline_dataset: str | None = Field(
+        default=None,
+        description=(
+            "The Dataset checks compare against: reference.datasetRef, until a model retrained "
+            "on current.datasetRef (retrain.useCurrentData) is promoted; then that Dataset."
+        ),
+    )
     conditions: Conditions | None = Field(default=None, description="Ready and Drifted.")
 
 

@@ -24,7 +24,15 @@ from kyklos.api.drift import DriftMonitorSpec
 from kyklos.controllers import client, config, metrics
 from kyklos.controllers.status import emit, write_status
 from kyklos.logic.conditions import set_condition
-from kyklos.logic.drift import CHECK_LABEL, CheckJob, Decision, Observed, build_check_job, decide
+from kyklos.logic.drift import (
+    CHECK_LABEL,
+    CheckJob,
+    Decision,
+    Observed,
+    baseline_name,
+    build_check_job,
+    decide,
+)
 from kyklos.logic.naming import child_labels, owner_label, owner_reference
 
 log = logging.getLogger("kyklos.drift")
@@ -43,9 +51,11 @@ def _lock(namespace: str, name: str) -> threading.Lock:
         return _locks.setdefault((namespace, name), threading.Lock())
 
 
-def observe(namespace: str, name: str, spec: DriftMonitorSpec) -> Observed:
+def observe(
+    namespace: str, name: str, spec: DriftMonitorSpec, status: Mapping[str, Any]
+) -> Observed:
     """Read what the monitor's decision depends on."""
-    reference = client.get(client.DATASETS, namespace, spec.reference.dataset_ref.name)
+    reference = client.get(client.DATASETS, namespace, baseline_name(spec, status))
     current = None
     if spec.current.dataset_ref is not None:
         current = client.get(client.DATASETS, namespace, spec.current.dataset_ref.name)
@@ -101,7 +111,7 @@ def reconcile(namespace: str, name: str) -> float | None:
             if write_status(client.DRIFTMONITORS, body, status):
                 emit(body, Reason.INVALID_SPEC, message, warning=True)
             return None
-        observed = observe(namespace, name, spec)
+        observed = observe(namespace, name, spec, stored)
         last = stored.get("lastRetrain") or {}
         if last.get("name"):
             observed = Observed(

@@ -138,6 +138,11 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
+def baseline_name(spec: DriftMonitorSpec, status: Mapping[str, Any] | None) -> str:
+    """The Dataset checks compare against (see ``status.baselineDataset``)."""
+    return str((status or {}).get("baselineDataset") or spec.reference.dataset_ref.name)
+
+
 def dataset_readiness(dataset: Mapping[str, Any] | None, field_path: str, name: str) -> str | None:
     """None when the Dataset is Ready with a sample; else why not (naming ``field_path``)."""
     if dataset is None:
@@ -328,7 +333,17 @@ def _follow_retrain(
             _finish(record, RetrainOutcome.ROLLED_BACK, f"model {model} was rolled back", now)
             decision.events.append(Event(Reason.ROLLED_BACK, record["message"], warning=True))
         elif md_status.get("stableModel") == model and not md_status.get("canaryModel"):
-            _finish(record, RetrainOutcome.PROMOTED, f"model {model} promoted to stable", now)
+            message = f"model {model} promoted to stable"
+            if (
+                spec.retrain is not None
+                and spec.retrain.use_current_data
+                and spec.current.dataset_ref is not None
+            ):
+                # The serving model now learnt the current data: compare against it from here on,
+                # or the same shift would trip (and retrain) again after the cooldown.
+                status["baselineDataset"] = spec.current.dataset_ref.name
+                message += f"; checks now compare against Dataset {spec.current.dataset_ref.name}"
+            _finish(record, RetrainOutcome.PROMOTED, message, now)
             decision.events.append(Event(Reason.PROMOTED, record["message"]))
     status["lastRetrain"] = record
 
@@ -456,9 +471,7 @@ def decide(
 
     # 2. Readiness of the inputs.
     problems = [
-        dataset_readiness(
-            observed.reference, "reference.datasetRef", spec.reference.dataset_ref.name
-        )
+        dataset_readiness(observed.reference, "reference.datasetRef", baseline_name(spec, status))
     ]
     if spec.current.dataset_ref is not None:
         problems.append(

@@ -317,3 +317,46 @@ def test_old_check_jobs_are_deleted_keeping_the_latest() -> None:
         observed(checks=[check(1, drifted=False), check(2, drifted=False)]),
     )
     assert d.delete_jobs == ["mon-check-1"]
+
+
+def test_promotion_of_a_model_trained_on_current_data_moves_the_baseline() -> None:
+    stored = dict(RUNNING)
+    stored["lastRetrain"] = {
+        "name": "mon-retrain-1",
+        "outcome": "RollingOut",
+        "model": "pvc://a/m2",
+    }
+    md = {"metadata": {"name": "churn"}, "status": {"stableModel": "pvc://a/m2"}}
+    d = run(stored, observed(retrain=accepted_tj(True), deployment=md))
+    assert d.status["lastRetrain"]["outcome"] == "Promoted"
+    assert d.status["baselineDataset"] == "cur"
+    assert "compare against Dataset cur" in d.status["lastRetrain"]["message"]
+
+
+def test_checks_compare_against_the_baseline_dataset() -> None:
+    d = run(
+        {"observedGeneration": 1, "baselineDataset": "cur"},
+        observed(reference=ready_dataset("cur")),
+    )
+    assert d.start_check is not None
+    assert d.start_check.reference_sample == "file:///a/cur/sample.parquet"
+
+
+def test_without_use_current_data_the_baseline_stays() -> None:
+    s = spec(
+        retrain={
+            "template": {"datasetRef": {"name": "ref"}, "image": "python:3.12"},
+            "cooldown": "1h",
+            "maxRetrains": 2,
+        }
+    )
+    stored = dict(RUNNING)
+    stored["lastRetrain"] = {
+        "name": "mon-retrain-1",
+        "outcome": "RollingOut",
+        "model": "pvc://a/m2",
+    }
+    md = {"metadata": {"name": "churn"}, "status": {"stableModel": "pvc://a/m2"}}
+    d = run(stored, observed(retrain=accepted_tj(True), deployment=md), s)
+    assert d.status["lastRetrain"]["outcome"] == "Promoted"
+    assert "baselineDataset" not in d.status
