@@ -15,7 +15,9 @@ import secrets
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ from kyklos_testing import Kyklos, wait_for
 from urllib3.exceptions import ProtocolError
 
 PROFILE_TIMEOUT = 120.0
+#: Longer than the Dataset daemon's idle wake-up (30 s) and several resync periods (10 s).
+QUIET_SECONDS = 35.0
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = [
     {"name": "age", "type": "numeric"},
@@ -342,6 +346,32 @@ def test_a_changed_file_yields_a_new_version_and_unchanged_refreshes_write_nothi
         timeout=30,
         what="only the Job the status describes to remain",
     )
+
+
+@sandbox_only
+def test_a_settled_dataset_sees_no_writes(
+    kyklos: Kyklos, namespace: str, host_dir: Path, audit: Any
+) -> None:
+    """Once Ready (no refreshInterval), resyncs and daemon wake-ups write nothing at all."""
+    path = host_dir / "quiet.csv"
+    write_csv(path, rows(30))
+    kyklos.create("datasets", dataset("quiet", f"file://{path}"))
+    assert wait_finished(kyklos, "quiet")["phase"] == "Ready"
+    time.sleep(2)  # let the last status write's watch events settle
+    start = datetime.now(UTC)
+    time.sleep(QUIET_SECONDS)
+    end = datetime.now(UTC)
+
+    writes = [
+        (e["verb"], e["objectRef"].get("resource"), e["objectRef"].get("name"))
+        for e in audit.events()
+        if (e.get("objectRef") or {}).get("namespace") == namespace
+        and e["verb"] in ("create", "update", "patch", "delete", "deletecollection")
+        and start
+        <= datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
+        <= end
+    ]
+    assert writes == []
 
 
 @sandbox_only

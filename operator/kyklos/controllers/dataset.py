@@ -57,6 +57,9 @@ class _Memory:
     last_check: datetime | None = None  # when the last refresh was started
     run_floor: int = 0  # refresh Jobs created so far take lower numbers
     retry: bool = False  # the last reconcile failed or asked to be repeated
+    #: (resourceVersion our last status write replaced, the status it wrote): until the
+    #: watch delivers the write, a body at that version is known to be stale.
+    written: tuple[str, Body] | None = None
 
 
 _memory: dict[Key, _Memory] = {}
@@ -188,6 +191,10 @@ def _reconcile_locked(
     """One reconcile; True when it should be repeated soon."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
+    if memory.written and memory.written[0] == meta.get("resourceVersion"):
+        # Our own write is not in the index yet: decide on what we wrote, not on the stale
+        # copy (which would only earn a 409 for an identical write).
+        body = {**body, "status": memory.written[1]}
     runs = logic.observe_runs(_owned_jobs(jobs, meta["uid"]), pods)
     result = logic.plan(
         body,
@@ -223,11 +230,28 @@ def _reconcile_locked(
         if client.delete(client.JOBS, namespace, job_name):
             log.info("dataset %s/%s: deleted profile Job %s", namespace, name, job_name)
     if wrote:
+        memory.written = (
+            str(meta.get("resourceVersion")),
+            _merged(body.get("status") or {}, result.status),
+        )
         _count_outcome(body.get("status") or {}, result.status)
         for event in result.events:
             log.info("dataset %s/%s: %s: %s", namespace, name, event.reason, event.message)
             status.emit(body, event.reason, event.message, warning=event.warning)
     return result.requeue_after is not None
+
+
+def _merged(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> Body:
+    """``stored`` with ``desired`` merged in as the status merge patch does (None removes)."""
+    out: Body = copy.deepcopy(dict(stored))
+    for key, value in desired.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def _count_outcome(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
