@@ -370,9 +370,16 @@ def _unfinished() -> list[Key]:
 
 
 def _resync_loop(stop: threading.Event, every: float, run: Callable[[str, str], None]) -> None:
-    while not stop.wait(every):
-        for namespace, name in _unfinished():
-            if stop.is_set():
+    """Visit every unfinished TrainingJob once per ``every`` seconds, spread evenly over the
+    period (a burst of index-only reconciles would hold the GIL and delay real work)."""
+    while not stop.is_set():
+        keys = _unfinished()
+        if not keys:
+            stop.wait(every)
+            continue
+        pause = every / len(keys)
+        for namespace, name in keys:
+            if stop.wait(pause):
                 return
             run(namespace, name)
 
