@@ -310,3 +310,45 @@ def test_a_file_with_none_of_the_declared_columns_lists_each_and_claims_no_row_c
     assert [f.feature for f in summary.failures] == ["age", "income", "city", "label"]
     assert {f.rule for f in summary.failures} == {"schema"}
     assert summary.rows is None
+
+
+def test_the_worker_process_exits_with_the_contract_code_and_no_traceback(
+    tmp_path: Path, make_table: MakeTable, write: Write, dataset_spec: Spec
+) -> None:
+    """As the Job runs it: a real process, summary in the termination log, one stderr line."""
+    import subprocess
+    import sys
+
+    good = write(make_table(50), tmp_path / "good.csv", "csv")
+    log = tmp_path / "termination-log"
+    for uri, expected_code, reason in [
+        (str(good), 0, None),
+        (str(tmp_path / "missing.csv"), 2, "SourceUnreachable"),
+    ]:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kyklos.worker.cli",
+                "profile",
+                "--spec",
+                json.dumps(dataset_spec(uri)),
+                "--namespace",
+                "ns",
+                "--name",
+                "d",
+                "--artifacts",
+                str(tmp_path / "store"),
+                "--termination-log",
+                str(log),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == expected_code
+        summary = ProfileSummary.parse(log.read_text())
+        assert summary.reason == reason
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.count("\n") == (0 if expected_code == 0 else 1)
