@@ -204,8 +204,11 @@ class NumericAccumulator:
     def _values_sorted(self) -> FloatArray:
         if not self._chunks:
             return np.empty(0, dtype=np.float64)
-        values = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
-        values = np.sort(values)
+        if len(self._chunks) > 1:
+            values = np.concatenate(self._chunks)
+            values.sort()
+        else:
+            values = np.sort(self._chunks[0])
         self._chunks = [values]
         return values
 

@@ -16,7 +16,7 @@ from the extension when not given (``.csv``, ``.tsv`` is not supported; ``.parqu
 
 Only the declared features are read, as typed columns: numeric -> float64 (null -> NaN
 downstream), categorical -> string (any scalar becomes its string form). Files are read in
-batches (CSV and JSONL in 16 MiB blocks, parquet by row group), never all at once.
+batches (CSV and JSONL in 4 MiB blocks, parquet by row group), never all at once.
 
 Version: CSV and JSONL are read front to back, so the worker hashes the bytes as they pass
 (``versionSource: sha256``). Parquet is read by random access; a local parquet file is
@@ -50,7 +50,7 @@ Format = Literal["csv", "parquet", "jsonl"]
 
 PVC_ROOT_ENV = "KYKLOS_PVC_ROOT"
 DEFAULT_PVC_ROOT = "/mnt/kyklos/pvc"
-BLOCK_SIZE = 16 << 20
+BLOCK_SIZE = 4 << 20
 PARQUET_BATCH_ROWS = 1 << 17
 _HASH_CHUNK = 8 << 20
 

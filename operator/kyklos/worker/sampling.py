@@ -21,7 +21,8 @@ class SeededSampler:
         self._rng = np.random.default_rng(seed)
         self._keys = np.empty(0, dtype=np.float64)
         self._row_ids = np.empty(0, dtype=np.int64)
-        self._table: pa.Table | None = None
+        self._parts: list[pa.Table] = []
+        self._threshold = np.inf
         self._schema: pa.Schema | None = None
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -34,27 +35,35 @@ class SeededSampler:
         self.rows_seen += n
         if self.k <= 0 or n == 0:
             return
+        idx = np.flatnonzero(keys < self._threshold)
+        if idx.size == 0:
+            return
+        cand = batch.take(pa.array(idx)) if idx.size < n else batch
+        self._parts.append(
+            pa.Table.from_batches([cand]) if isinstance(cand, pa.RecordBatch) else cand
+        )
+        self._keys = np.concatenate([self._keys, keys[idx]])
+        self._row_ids = np.concatenate([self._row_ids, idx + offset])
         if self._keys.size >= self.k:
-            idx = np.flatnonzero(keys < self._keys.max())
-            if idx.size == 0:
-                return
-        else:
-            idx = np.arange(n)
-        cand = batch.take(pa.array(idx))
-        cand_table = pa.Table.from_batches([cand]) if isinstance(cand, pa.RecordBatch) else cand
-        table = cand_table if self._table is None else pa.concat_tables([self._table, cand_table])
-        all_keys = np.concatenate([self._keys, keys[idx]])
-        all_ids = np.concatenate([self._row_ids, idx + offset])
-        if all_keys.size > self.k:
-            keep = np.argpartition(all_keys, self.k - 1)[: self.k]
+            # Only rows below the k-th smallest key so far can still make the sample.
+            self._threshold = float(np.partition(self._keys, self.k - 1)[self.k - 1])
+        if self._keys.size > 4 * self.k:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Drop the rows that can no longer be in the sample (cheap keys first, then rows)."""
+        table = pa.concat_tables(self._parts)
+        if self._keys.size > self.k:
+            keep = np.argpartition(self._keys, self.k - 1)[: self.k]
             table = table.take(pa.array(keep))
-            all_keys, all_ids = all_keys[keep], all_ids[keep]
-        self._table, self._keys, self._row_ids = table, all_keys, all_ids
+            self._keys, self._row_ids = self._keys[keep], self._row_ids[keep]
+        self._parts = [table]
 
     def table(self, schema: pa.Schema | None = None) -> pa.Table:
         """The sample in original row order (empty, with the stream's or the given schema)."""
-        if self._table is None:
+        if not self._parts:
             schema = schema or self._schema
             return pa.table({}) if schema is None else schema.empty_table()
+        self._prune()
         order = np.argsort(self._row_ids, kind="stable")
-        return self._table.take(pa.array(order)).combine_chunks()
+        return self._parts[0].take(pa.array(order)).combine_chunks()
