@@ -253,28 +253,30 @@ def ks_wasserstein_from_sorted(
 ) -> tuple[float, float]:
     """KS statistic and Wasserstein-1 distance of two ascending arrays, in one merge.
 
-    A stable argsort of two concatenated ascending runs is a linear merge in NumPy
-    (timsort). Walking the merge, each reference value raises ``n*m*(F_ref - F_cur)`` by
-    ``m`` and each current value lowers it by ``n``: one cumulative sum gives both CDFs
-    exactly (integers in float64, n*m < 2**53) without a binary search. Wasserstein-1 is
-    the sum of ``|F_ref - F_cur|`` times the gaps between merged values; KS is the largest
-    ``|F_ref - F_cur|`` at the last position of each run of equal values (positions
-    inside a run hold partial counts, and their gap is 0).
+    Each value is paired with its step: walking the merge, a reference value raises
+    ``n*m*(F_ref - F_cur)`` by ``m`` and a current value lowers it by ``n``. The pairs are
+    complex numbers (value + i*step), and NumPy's stable sort (timsort) of two ascending
+    runs is a linear merge that carries the steps along; one cumulative sum then gives
+    both CDFs exactly (integers in float64, n*m < 2**53), without binary searches or an
+    index gather. Equal values are ordered by step, which is harmless: Wasserstein-1 sums
+    ``|F_ref - F_cur|`` times the gaps between merged values (0 inside a run of equal
+    values), and KS takes the largest ``|F_ref - F_cur|`` only at the last position of
+    each run, where the counts are complete.
     """
     n = sorted_reference.shape[0]
     m = sorted_current.shape[0]
     if n + m < 2:
         return 0.0, 0.0
-    both = np.concatenate((sorted_reference, sorted_current))
-    order = np.argsort(both, kind="stable")
-    merged = both[order]
-    del both
-    diff = np.where(order < n, float(m), float(-n))
-    del order
-    np.cumsum(diff, out=diff)
+    pairs = np.empty(n + m, dtype=np.complex128)
+    pairs.real[:n] = sorted_reference
+    pairs.real[n:] = sorted_current
+    pairs.imag[:n] = float(m)
+    pairs.imag[n:] = -float(n)
+    pairs.sort(kind="stable")
+    diff = np.cumsum(pairs.imag)
     np.abs(diff, out=diff)
-    gaps = np.diff(merged)
-    del merged
+    gaps = np.diff(pairs.real)
+    del pairs
     scale = float(n) * float(m)
     wasserstein = float(np.vecdot(diff[:-1], gaps)) / scale
     # The last position is always 0 (both CDFs are 1), so it can be left out of the max.
