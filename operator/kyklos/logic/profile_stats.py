@@ -118,7 +118,11 @@ class CategoricalProfile:
 
 @dataclass
 class NumericAccumulator:
-    """Mergeable running profile of one numeric feature."""
+    """Mergeable running profile of one numeric feature.
+
+    ``count``, ``mean``, ``m2``, ``min`` and ``max`` are brought up to date lazily (batches
+    kept whole are folded in one pass when needed); read results from ``finish()``.
+    """
 
     capacity: int = DEFAULT_CAPACITY
     count: int = 0
@@ -131,6 +135,7 @@ class NumericAccumulator:
     _chunks: list[FloatArray] = field(default_factory=list)
     _retained: int = 0
     _compactions: int = 0
+    _unfolded: list[FloatArray] = field(default_factory=list)
 
     def add(self, values: npt.ArrayLike) -> None:
         """Add a batch of values; NaN counts as null."""
@@ -142,11 +147,13 @@ class NumericAccumulator:
         self.nulls += nulls
         if arr.size == 0:
             return
-        batch_mean = float(arr.mean())
-        batch_m2 = float(np.sum((arr - batch_mean) ** 2))
-        self._merge_moments(arr.size, batch_mean, batch_m2, float(arr.min()), float(arr.max()))
         if self.weight > 1:
+            # The batch is about to be thinned: take its moments while they are exact.
+            self._fold(arr)
             arr = self._thin(np.sort(arr), self.weight)
+        else:
+            # Kept whole: its moments are taken later, in one pass over all such batches.
+            self._unfolded.append(arr)
         self._chunks.append(arr)
         self._retained += arr.size
         self._compact_if_full()
@@ -154,8 +161,10 @@ class NumericAccumulator:
     def merge(self, other: NumericAccumulator) -> None:
         """Fold another accumulator of the same feature into this one."""
         self.nulls += other.nulls
+        other._fold_pending()
         if other.count == 0:
             return
+        self._fold_pending()
         self._merge_moments(other.count, other.mean, other.m2, other.min, other.max)
         theirs = other._values_sorted()
         if other.weight < self.weight:
@@ -171,6 +180,7 @@ class NumericAccumulator:
 
     def finish(self, bins: int = DEFAULT_BINS) -> NumericProfile:
         """The profile: moments, extremes and ``bins`` quantile bins."""
+        self._fold_pending()
         if self.count == 0:
             return NumericProfile(0, self.nulls, None, None, None, None, [], [], True)
         values = self._values_sorted()
@@ -191,6 +201,25 @@ class NumericAccumulator:
             bin_fractions=[float(c) / values.size for c in counts],
             exact_quantiles=self.weight == 1,
         )
+
+    def _fold(self, arr: FloatArray) -> None:
+        """Add the exact moments and extremes of some values."""
+        mean = float(arr.mean())
+        deviations = arr - mean
+        self._merge_moments(
+            arr.size,
+            mean,
+            float(np.vecdot(deviations, deviations)),
+            float(arr.min()),
+            float(arr.max()),
+        )
+
+    def _fold_pending(self) -> None:
+        """Fold the kept-whole batches whose moments were not taken yet."""
+        if self._unfolded:
+            pending = self._unfolded
+            self._unfolded = []
+            self._fold(np.concatenate(pending) if len(pending) > 1 else pending[0])
 
     def _merge_moments(self, n: int, mean: float, m2: float, lo: float, hi: float) -> None:
         total = self.count + n
@@ -221,6 +250,7 @@ class NumericAccumulator:
     def _compact_if_full(self) -> None:
         if self._retained <= self.capacity:
             return
+        self._fold_pending()
         values = self._values_sorted()
         while values.size > self.capacity:
             values = self._thin(values, 2)
