@@ -204,8 +204,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "--kubelet-policy",
         str(policy_file),
     ]
+    from kyklos.sandbox.procs import die_with_parent
+
     with open(serve_log, "w") as log:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
+        # If pytest itself is killed, serve gets SIGTERM and takes the sandbox down with it.
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=die_with_parent()
+        )
     first = _read_first_line(proc, SANDBOX_START_TIMEOUT)
     if first is None or not first.startswith("kubeconfig: "):
         proc.send_signal(signal.SIGTERM)
@@ -403,9 +408,16 @@ class OperatorRunner:
             liveness,
             *extra_args,
         ]
+        from kyklos.sandbox.procs import die_with_parent
+
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),  # no operator outlives a killed test run
             )
         handle = OperatorProcess(proc, log_path, kubeconfig, metrics_port, liveness)
         self.started.append(handle)

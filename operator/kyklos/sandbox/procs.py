@@ -25,6 +25,14 @@ PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when this process dies.
+
+    Call ``subprocess.Popen`` from the main thread (the signal follows the forking thread).
+    """
+    return _die_with_parent(os.getpid(), sig)
+
+
 def _die_with_parent(parent_pid: int, sig: int) -> Callable[[], None]:
     """Return a preexec function setting the parent-death signal (runs in the forked child)."""
 
