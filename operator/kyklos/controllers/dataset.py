@@ -29,7 +29,6 @@ from kyklos.api.dataset import DatasetPhase
 from kyklos.controllers import client, config, metrics, status
 from kyklos.logic import dataset as logic
 from kyklos.logic.naming import MANAGED_BY, label_value, owner_label
-from kyklos.logic.workerjob import WorkerConfig
 
 log = logging.getLogger("kyklos.dataset")
 
@@ -78,19 +77,6 @@ def _memory_for(key: Key) -> _Memory:
 def _forget(key: Key) -> None:
     with _memory_lock:
         _memory.pop(key, None)
-
-
-def worker_config() -> WorkerConfig:
-    """The operator's configuration as the worker Job builder takes it."""
-    cfg = config.current()
-    return WorkerConfig(
-        image=cfg.worker_image,
-        artifacts_uri=cfg.artifacts_uri,
-        resources=cfg.worker_resources,
-        pvc_root=cfg.pvc_root,
-        service_account=cfg.worker_service_account,
-        artifacts_secret=cfg.artifacts_secret,
-    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -199,7 +185,7 @@ def _reconcile_locked(
     result = logic.plan(
         body,
         runs,
-        config=worker_config(),
+        config=config.worker_config(),
         now=datetime.now(UTC),
         refresh_due=refresh_due,
         run_floor=memory.run_floor,

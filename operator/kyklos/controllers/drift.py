@@ -9,6 +9,7 @@ sleeps until the next check is due; child and reference changes wake a reconcile
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from kyklos.api.common import API_VERSION, ConditionStatus, ConditionType, Reaso
 from kyklos.api.drift import DriftMonitorSpec
 from kyklos.controllers import client, config, metrics
 from kyklos.controllers.status import emit, write_status
-from kyklos.logic.conditions import set_condition
+from kyklos.logic.conditions import Event, set_condition
 from kyklos.logic.drift import (
     CHECK_LABEL,
     CheckJob,
@@ -199,15 +200,11 @@ def act(body: Mapping[str, Any], spec: DriftMonitorSpec, decision: Decision) -> 
         )
 
 
-def _event(reason: str, message: str) -> Any:
-    from kyklos.logic.drift import Event
-
+def _event(reason: str, message: str) -> Event:
     return Event(reason, message, warning=True)
 
 
 def _api_message(exc: ApiException) -> str:
-    import json
-
     try:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
     except ValueError:

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post about an object (one per transition; reasons as conditions)."""
+
+    reason: str
+    message: str
+    warning: bool = False
 
 
 def rfc3339(moment: datetime) -> str:

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from kyklos.api.common import ConditionStatus, ConditionType, Reason, drop_none
 from kyklos.api.dataset import DatasetPhase, DatasetSpec
 from kyklos.api.reports import ProfileSummary
-from kyklos.logic.conditions import get_condition, rfc3339, set_condition
+from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.naming import child_name
@@ -384,15 +384,6 @@ def same_result(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
 
 
 # ------------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to post about the Dataset."""
-
-    reason: str
-    message: str
-    warning: bool = False
 
 
 def transition_events(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> list[Event]:

@@ -34,7 +34,7 @@ from typing import Any
 from kyklos.api.common import ConditionStatus, ConditionType, Reason
 from kyklos.api.drift import DriftMonitorSpec, DriftPhase, PromotePolicy, RetrainOutcome
 from kyklos.api.reports import DriftSummary
-from kyklos.logic.conditions import condition_is, rfc3339, set_condition
+from kyklos.logic.conditions import Event, condition_is, rfc3339, set_condition
 from kyklos.logic.durations import parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.workerjob import WorkerConfig, build_worker_job
@@ -96,15 +96,6 @@ class PromotePlan:
     deployment: str
     model_uri: str
     version: str
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to post."""
-
-    reason: str
-    message: str
-    warning: bool = False
 
 
 @dataclass

@@ -89,7 +89,7 @@ from kyklos.api.deployment import (
     RolloutOutcome,
     StrategyType,
 )
-from kyklos.logic.conditions import get_condition, rfc3339, set_condition
+from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import duration_seconds
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
 from kyklos.logic.workerjob import claim_of, volume_name
@@ -506,15 +506,6 @@ def revision_restarts(pods: Sequence[Mapping[str, Any]], rev: str) -> int:
 
 
 # -------------------------------------------------------------------------- the decision
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to post (one per transition)."""
-
-    reason: str
-    message: str
-    warning: bool = False
 
 
 @dataclass(frozen=True)

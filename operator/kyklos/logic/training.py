@@ -81,7 +81,7 @@ from kyklos.api.training import (
     TrainingJobSpec,
     TrainingPhase,
 )
-from kyklos.logic.conditions import get_condition, rfc3339, set_condition, status_patch
+from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition, status_patch
 from kyklos.logic.jobs import TERMINATION_MESSAGE_LIMIT, JobState, latest_message, observe_job
 from kyklos.logic.naming import (
     MAX_NAME,
@@ -191,15 +191,6 @@ class Observation:
     now: datetime
     pods: Sequence[Mapping[str, Any]] | None = None
     job_rejection: str | None = None
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to post about the TrainingJob."""
-
-    reason: str
-    message: str
-    warning: bool = False
 
 
 @dataclass
