@@ -54,8 +54,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import http.client
+import importlib.metadata
 import json
 import logging
 import math
@@ -68,6 +70,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1645,15 +1648,39 @@ def _under(path: str, top: str) -> bool:
 
 
 def _interpreter_dirs(executable: str) -> list[str]:
-    """Host directories a process needs visible: the interpreter's and the program's."""
+    """Host directories a process needs visible: the interpreter's, the program's, and the
+    source trees of the environment's packages (``sys.path`` entries and editable installs,
+    e.g. a checkout under /tmp, which a pod's own /tmp volume would otherwise hide)."""
     dirs = {
         sys.prefix,
         sys.base_prefix,
         os.path.dirname(os.path.realpath(sys.executable)),
         os.path.dirname(sys.executable),
         os.path.dirname(executable),
+        *(p for p in sys.path if p and os.path.isabs(p) and os.path.isdir(p)),
+        *_editable_roots(),
     }
     return sorted(d for d in dirs if d and d != "/")
+
+
+@functools.cache
+def _editable_roots() -> tuple[str, ...]:
+    """Project directories of editable installs in this environment (PEP 610 direct_url)."""
+    roots = []
+    for dist in importlib.metadata.distributions():
+        text = dist.read_text("direct_url.json")
+        if not text:
+            continue
+        try:
+            info = json.loads(text)
+        except ValueError:
+            continue
+        url = str(info.get("url") or "")
+        if (info.get("dir_info") or {}).get("editable") and url.startswith("file://"):
+            path = urllib.parse.unquote(urllib.parse.urlparse(url).path)
+            if os.path.isdir(path):
+                roots.append(path)
+    return tuple(roots)
 
 
 def _stage_dir(data_dir: str, targets: list[str]) -> str:

@@ -250,3 +250,16 @@ def test_pv_for_claim_has_size_modes_claim_ref_and_a_data_dir_path() -> None:
     assert not wants_volume(bound, classes)
     foreign = {**claim, "spec": {**claim["spec"], "storageClassName": "other"}}
     assert not wants_volume(foreign, classes)
+
+
+def test_interpreter_dirs_include_the_editable_checkout() -> None:
+    """A pod's own /tmp volume must not hide a checkout under /tmp that the venv imports from."""
+    from pathlib import Path
+
+    import kyklos
+    from kyklos.sandbox.pods import _interpreter_dirs
+
+    checkout = str(Path(kyklos.__file__).resolve().parents[2])
+    dirs = _interpreter_dirs("/usr/bin/true")
+    assert checkout in dirs or str(Path(checkout) / "operator") in dirs
+    assert all(Path(d).is_absolute() for d in dirs)
