@@ -535,6 +535,8 @@ def operator(cluster: Cluster, k8s: Any, tmp_path: Path) -> Iterator[OperatorRun
 # ----------------------------------------------------------------------------------- audit
 
 Operation = tuple[str, str, str, str]  # (verb, apiGroup, resource, subresource)
+#: Recorded in place of 403 when the authorizer (not admission) denied the request.
+RBAC_DENIED = -403
 
 
 @dataclass
@@ -563,12 +565,19 @@ class AuditLog:
     def operations(self, user: str, *, allowed_only: bool = True) -> set[Operation]:
         """(verb, apiGroup, resource, subresource) the user requested (allowed ones by default)."""
         return {
-            op for op, code in self._requests(user) if not allowed_only or code not in (401, 403)
+            op
+            for op, code in self._requests(user)
+            if not allowed_only or code not in (401, 403, RBAC_DENIED)
         }
 
     def forbidden(self, user: str) -> set[Operation]:
-        """Operations the user attempted and RBAC denied (HTTP 403)."""
-        return {op for op, code in self._requests(user) if code == 403}
+        """Operations the user attempted and RBAC denied.
+
+        The authorizer's own verdict (the audit annotation ``authorization.k8s.io/decision:
+        forbid``) tells an RBAC denial from other 403s, such as admission refusing new
+        objects in a namespace that is being terminated.
+        """
+        return {op for op, code in self._requests(user) if code == RBAC_DENIED}
 
     def _requests(self, user: str) -> list[tuple[Operation, int]]:
         self._catch_up()
@@ -592,6 +601,9 @@ class AuditLog:
                 ref.get("subresource", ""),
             )
             code = int(event.get("responseStatus", {}).get("code", 200))
+            decision = (event.get("annotations") or {}).get("authorization.k8s.io/decision")
+            if code == 403 and decision == "forbid":
+                code = RBAC_DENIED
             username = event.get("user", {}).get("username", "")
             self._by_user.setdefault(username, []).append((op, code))
 
