@@ -28,8 +28,8 @@ LABEL org.opencontainers.image.title="kyklos" \
       org.opencontainers.image.source="https://github.com/kyklos/kyklos" \
       org.opencontainers.image.licenses="Apache-2.0"
 # A numeric UID/GID, so Kubernetes can verify runAsNonRoot without a passwd lookup.
-RUN groupadd --system --gid 10001 kyklos \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
+RUN groupadd --system --gid 65532 kyklos \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /tmp \
         --shell /usr/sbin/nologin kyklos
 COPY --from=build /opt/kyklos /opt/kyklos
 # The pod runs with a read-only root filesystem: no bytecode writes, temp files in /tmp
@@ -39,7 +39,7 @@ ENV PATH=/opt/kyklos/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     TMPDIR=/tmp
-USER 10001:10001
+USER 65532:65532
 WORKDIR /tmp
 EXPOSE 8080 8081
 ENTRYPOINT ["kyklos"]

@@ -92,7 +92,7 @@ from kyklos.api.deployment import (
 from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import duration_seconds
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
-from kyklos.logic.workerjob import claim_of, volume_name
+from kyklos.logic.workerjob import WORKER_UID, claim_of, volume_name
 
 KIND = "ModelDeployment"
 STABLE = "stable"
@@ -112,7 +112,8 @@ ENV_MODEL_VERSION = "KYKLOS_MODEL_VERSION"
 ENV_PVC_ROOT = "KYKLOS_PVC_ROOT"
 RESERVED_ENV = frozenset({ENV_MODEL_URI, ENV_MODEL_VERSION, ENV_PVC_ROOT})
 
-RUN_AS_USER = 65532
+#: Model servers run as the Kyklos image's own user (one UID for every pod Kyklos builds).
+RUN_AS_USER = WORKER_UID
 
 # ----------------------------------------------------------------------------- the model
 

@@ -29,6 +29,7 @@ from kyklos.logic.artifacts import pvc_claim
 from kyklos.logic.naming import child_labels, owner_reference
 
 WORKER_CONTAINER = "worker"
+#: The Kyklos image's USER (Dockerfile); tests/unit/test_dockerfile.py keeps them equal.
 WORKER_UID = 65532
 TERMINATION_LOG = "/dev/termination-log"
 TMP_VOLUME = "tmp"
@@ -47,6 +48,8 @@ class WorkerConfig:
     pvc_root: str = "/mnt/kyklos/pvc"
     service_account: str | None = None
     artifacts_secret: str | None = None
+    #: ``activeDeadlineSeconds`` of Jobs whose builder passes it on (None: no deadline).
+    deadline_seconds: int | None = None
 
 
 def claim_of(uri: str, field_name: str = "uri") -> str | None:
