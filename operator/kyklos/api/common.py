@@ -166,6 +166,9 @@ class Reason(StrEnum):
     RETRAIN_REJECTED = "RetrainRejected"
     RETRAIN_FAILED = "RetrainFailed"
     MODEL_PROMOTED = "ModelPromoted"
+    # Dataset and TrainingJob: a child pod that does not start (kyklos.logic.pods)
+    POD_UNSCHEDULABLE = "PodUnschedulable"
+    POD_START_FAILED = "PodStartFailed"
 
 
 class Condition(KyklosModel):

@@ -1,0 +1,92 @@
+"""Why a child pod does not start, read from its status as the API returns it (pure).
+
+Shared by the controllers that run Jobs (Dataset profiles, TrainingJobs): a pod that the
+scheduler cannot place, or whose container the kubelet cannot create, otherwise leaves its
+owner Pending/Running forever with no explanation. ``stuck_pod`` names the pod and the
+cause, in the words of the scheduler or kubelet:
+
+- condition ``PodScheduled=False`` reason ``Unschedulable`` -> ``PodUnschedulable`` with the
+  scheduler's message (``0/2 nodes are available: 2 Insufficient cpu. ...``);
+- a container (or init container) waiting with ``ErrImagePull``, ``ImagePullBackOff``,
+  ``InvalidImageName``, ``CreateContainerConfigError`` or ``CreateContainerError`` ->
+  ``PodStartFailed`` with the kubelet's reason and message.
+
+Waiting reasons that are part of a normal start (``ContainerCreating``,
+``PodInitializing``) or that belong to a container that did start (``CrashLoopBackOff``) are
+not a stuck start; finished and terminating pods never are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from kyklos.api.common import Reason
+
+#: Container waiting reasons of a container the kubelet cannot start (it retries them all).
+START_FAILURE_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+
+#: The Ready reasons this module produces (an owner still waiting for its pod to start).
+STUCK_REASONS = frozenset({Reason.POD_UNSCHEDULABLE, Reason.POD_START_FAILED})
+
+#: Longest scheduler or kubelet message quoted (they can list every node).
+MAX_CAUSE = 512
+
+
+class PodStuck(NamedTuple):
+    """A pod that does not start: a ``Reason`` and a message naming the pod and the cause."""
+
+    reason: Reason
+    message: str
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_CAUSE else text[: MAX_CAUSE - 3] + "..."
+
+
+def stuck_pod(pod: Mapping[str, Any]) -> PodStuck | None:
+    """Why ``pod`` does not start, or None while it is progressing normally (or has ended)."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    name = str(meta.get("name") or "(unnamed)")
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            cause = _clip(str(condition.get("message") or "no node fits it"))
+            return PodStuck(Reason.POD_UNSCHEDULABLE, f"pod {name} cannot be scheduled: {cause}")
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(key) or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in START_FAILURE_REASONS:
+                detail = waiting.get("message")
+                cause = f"{reason}: {_clip(str(detail))}" if detail else str(reason)
+                return PodStuck(
+                    Reason.POD_START_FAILED,
+                    f"pod {name} container {container.get('name')} cannot start: {cause}",
+                )
+    return None
+
+
+def first_stuck_pod(pods: Iterable[Mapping[str, Any]]) -> PodStuck | None:
+    """The diagnosis of the first stuck pod by name (deterministic), or None when none is stuck."""
+    ordered = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("name") or ""))
+    for pod in ordered:
+        stuck = stuck_pod(pod)
+        if stuck is not None:
+            return stuck
+    return None
