@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--worker-service-account", default=None, help="ServiceAccount of worker pods")
     run.add_argument("--worker-resources", default=None, help='JSON {"requests":{},"limits":{}}')
+    run.add_argument(
+        "--worker-deadline",
+        default=None,
+        help="longest a profile Job may run: a duration (30m, 1h) or seconds; 0 for none (1h)",
+    )
     run.add_argument("--log-level", default=None, help="debug, info, warning or error")
     run.add_argument("--log-format", default=None, help="json or text")
 
@@ -105,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
                 "artifacts_secret": args.artifacts_secret,
                 "worker_service_account": args.worker_service_account,
                 "worker_resources": args.worker_resources,
+                "worker_deadline_seconds": args.worker_deadline,
                 "log_level": args.log_level and args.log_level.lower(),
                 "log_format": args.log_format and args.log_format.lower(),
             }

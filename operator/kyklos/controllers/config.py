@@ -7,6 +7,7 @@
 | KYKLOS_ARTIFACTS_SECRET | --artifacts-secret | Secret injected (envFrom) into worker pods for object-store credentials | unset |
 | KYKLOS_WORKER_SERVICE_ACCOUNT | --worker-service-account | ServiceAccount of worker pods (no API permissions) | unset (namespace default) |
 | KYKLOS_WORKER_RESOURCES | --worker-resources | JSON {"requests": {...}, "limits": {...}} for worker containers | 100m/256Mi requests, 1Gi limit |
+| KYKLOS_WORKER_DEADLINE | --worker-deadline | longest a Dataset profile Job may run (activeDeadlineSeconds); a duration (30m, 1h) or seconds, 0 for none | 1h |
 | KYKLOS_ARTIFACTS_CLAIM_SIZE | | size of the per-namespace artifact claim the operator creates for pvc:// stores | 10Gi |
 | KYKLOS_ARTIFACTS_STORAGE_CLASS | | StorageClass of that claim | the cluster default |
 | KYKLOS_PVC_ROOT | | where pvc://<claim> is mounted inside worker pods | /mnt/kyklos/pvc |
@@ -17,12 +18,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kyklos import __version__
+from kyklos.logic.durations import duration_seconds
 from kyklos.logic.workerjob import WorkerConfig
 
 DEFAULT_IMAGE = f"ghcr.io/kyklos/kyklos:{__version__}"
@@ -32,6 +35,7 @@ DEFAULT_WORKER_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
 }
+DEFAULT_WORKER_DEADLINE = "1h"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")
 
@@ -49,6 +53,8 @@ class OperatorConfig:
     artifacts_secret: str | None = None
     worker_service_account: str | None = None
     worker_resources: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_WORKER_RESOURCES))
+    #: activeDeadlineSeconds of profile Jobs (None: no deadline).
+    worker_deadline_seconds: int | None = 3600
     artifacts_claim_size: str = "10Gi"
     artifacts_storage_class: str | None = None
     pvc_root: str = DEFAULT_PVC_ROOT
@@ -69,6 +75,7 @@ class OperatorConfig:
             "artifacts_secret": env.get("KYKLOS_ARTIFACTS_SECRET") or None,
             "worker_service_account": env.get("KYKLOS_WORKER_SERVICE_ACCOUNT") or None,
             "worker_resources": env.get("KYKLOS_WORKER_RESOURCES") or None,
+            "worker_deadline_seconds": env.get("KYKLOS_WORKER_DEADLINE") or DEFAULT_WORKER_DEADLINE,
             "artifacts_claim_size": env.get("KYKLOS_ARTIFACTS_CLAIM_SIZE") or "10Gi",
             "artifacts_storage_class": env.get("KYKLOS_ARTIFACTS_STORAGE_CLASS") or None,
             "pvc_root": env.get("KYKLOS_PVC_ROOT") or DEFAULT_PVC_ROOT,
@@ -83,6 +90,8 @@ class OperatorConfig:
             values["worker_resources"] = dict(DEFAULT_WORKER_RESOURCES)
         elif isinstance(resources, str):
             values["worker_resources"] = _parse_resources(resources)
+        if isinstance(values["worker_deadline_seconds"], str):
+            values["worker_deadline_seconds"] = _parse_deadline(values["worker_deadline_seconds"])
         if values["log_level"] not in LOG_LEVELS:
             raise ConfigError(
                 f"KYKLOS_LOG_LEVEL/--log-level: {values['log_level']!r} is not one of {', '.join(LOG_LEVELS)}"
@@ -108,6 +117,19 @@ def _parse_resources(text: str) -> dict[str, Any]:
             'KYKLOS_WORKER_RESOURCES/--worker-resources: expected {"requests": {...}, "limits": {...}}'
         )
     return parsed
+
+
+def _parse_deadline(text: str) -> int | None:
+    """Seconds of a duration (``90s``, ``30m``, ``1h``) or a whole number of seconds; 0 is none."""
+    text = text.strip()
+    try:
+        seconds = float(int(text)) if text.isdigit() else duration_seconds(text)
+    except ValueError:
+        raise ConfigError(
+            f"KYKLOS_WORKER_DEADLINE/--worker-deadline: {text!r} is not a duration like 30m or "
+            "1h, or a number of seconds (0: no deadline)"
+        ) from None
+    return math.ceil(seconds) or None
 
 
 _current: OperatorConfig | None = None
@@ -137,4 +159,5 @@ def worker_config(cfg: OperatorConfig | None = None) -> WorkerConfig:
         pvc_root=cfg.pvc_root,
         service_account=cfg.worker_service_account,
         artifacts_secret=cfg.artifacts_secret,
+        deadline_seconds=cfg.worker_deadline_seconds,
     )

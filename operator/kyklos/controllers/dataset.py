@@ -109,7 +109,9 @@ def dataset_job_index(
     return {
         (namespace or "", labels[DATASET_LABEL]): {
             "metadata": kept,
-            "spec": {"suspend": (body.get("spec") or {}).get("suspend")},
+            "spec": {
+                k: (body.get("spec") or {}).get(k) for k in ("suspend", "activeDeadlineSeconds")
+            },
             "status": copy.deepcopy(dict(body.get("status") or {})),
         }
     }
@@ -119,17 +121,25 @@ def dataset_job_index(
 def dataset_pod_index(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> dict[Key, Body]:
-    """Profile Pods by their Dataset (phase and container states carry the summary)."""
+    """Profile Pods by their Dataset (container states carry the summary; conditions and
+    waiting states say why a pod does not start)."""
     meta = body.get("metadata") or {}
     pod_status = body.get("status") or {}
+    kept_meta = {
+        "name": meta.get("name"),
+        "ownerReferences": copy.deepcopy(meta.get("ownerReferences") or []),
+    }
+    if meta.get("deletionTimestamp"):
+        kept_meta["deletionTimestamp"] = meta["deletionTimestamp"]
     return {
         (namespace or "", labels[DATASET_LABEL]): {
-            "metadata": {
-                "name": meta.get("name"),
-                "ownerReferences": copy.deepcopy(meta.get("ownerReferences") or []),
-            },
+            "metadata": kept_meta,
             "status": {
                 "phase": pod_status.get("phase"),
+                "conditions": copy.deepcopy(pod_status.get("conditions") or []),
+                "initContainerStatuses": copy.deepcopy(
+                    pod_status.get("initContainerStatuses") or []
+                ),
                 "containerStatuses": copy.deepcopy(pod_status.get("containerStatuses") or []),
             },
         }
@@ -287,7 +297,7 @@ def dataset_job_event(namespace: str | None, labels: Mapping[str, str], **kwargs
 
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
 def dataset_pod_event(namespace: str | None, labels: Mapping[str, str], **kwargs: Any) -> None:
-    """A profile Pod changed (started, or ended with its summary): reconcile its Dataset."""
+    """A profile Pod changed (started, stuck, or ended with its summary): reconcile its Dataset."""
     _reconcile_key((namespace or "", labels[DATASET_LABEL]), kwargs)
 
 

@@ -4,7 +4,12 @@ A Dataset's status always describes one finished profile run (a Job running
 ``kyklos worker profile``) of its current generation, or says that one is under way:
 
 - a new generation gets the Job ``<dataset>-profile-<generation>``: phase Pending (no pod
-  running yet) then Profiling, condition Ready=False reason Profiling;
+  running yet) then Profiling, condition Ready=False reason Profiling; while its pod does not
+  start (``kyklos.logic.pods``: unschedulable, image not pulled, a missing Secret) the reason
+  is PodUnschedulable or PodStartFailed with a message naming the pod and the cause, and it
+  returns to Profiling when the pod recovers;
+- the Job carries the operator's worker deadline (``activeDeadlineSeconds``): a profile that
+  is stuck or hangs ends Failed with reason DeadlineExceeded instead of waiting forever;
 - when that Job finishes, its worker's termination message (a ``ProfileSummary``) becomes
   the status: phase Ready (reason Profiled) or Failed (the summary's reason:
   ValidationFailed, SchemaMismatch, SourceUnreachable, FormatError, EmptySource; or
@@ -24,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,9 +39,10 @@ from kyklos.api.common import ConditionStatus, ConditionType, Reason, drop_none
 from kyklos.api.dataset import DatasetPhase, DatasetSpec
 from kyklos.api.reports import ProfileSummary
 from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
-from kyklos.logic.durations import parse_duration
+from kyklos.logic.durations import format_duration, parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.naming import child_name
+from kyklos.logic.pods import STUCK_REASONS, PodStuck, first_stuck_pod
 from kyklos.logic.workerjob import WorkerConfig, build_worker_job, claim_of
 
 KIND = "Dataset"
@@ -50,6 +56,9 @@ MESSAGE_GRACE_SECONDS = 20.0
 
 #: Longest condition message built from a list of failures.
 MAX_MESSAGE = 1024
+
+#: Ready reasons of a first profile run still under way (its pod running, or not starting).
+IN_PROGRESS_REASONS = frozenset({Reason.PROFILING, *STUCK_REASONS})
 
 #: Status keys that carry the result of a profile run (removed when a run has none).
 RESULT_KEYS = (
@@ -114,6 +123,7 @@ def build_profile_job(
         read_uris=[spec.source.uri],
         secret_refs=[secret] if secret else [],
         annotations={GENERATION_ANNOTATION: str(generation), RUN_ANNOTATION: str(run)},
+        active_deadline_seconds=config.deadline_seconds,
     )
 
 
@@ -135,6 +145,9 @@ class ProfileRun:
     pod_running: bool = False
     pod_pending: bool = False
     terminating: bool = False
+    #: Why its pod does not start (None while it progresses normally, and once finished).
+    stuck: PodStuck | None = None
+    deadline_seconds: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -146,6 +159,14 @@ def _int(value: Any, default: int) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+_DONE = (JobState.SUCCEEDED, JobState.FAILED)
+
+
+def _deadline(job: Mapping[str, Any]) -> int | None:
+    value = (job.get("spec") or {}).get("activeDeadlineSeconds")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def observe_runs(
@@ -184,6 +205,8 @@ def observe_runs(
                 pod_running="Running" in phases,
                 pod_pending="Pending" in phases,
                 terminating=bool(meta.get("deletionTimestamp")),
+                stuck=None if observed.state in _DONE else first_stuck_pod(job_pods),
+                deadline_seconds=_deadline(job),
             )
         )
     return sorted(runs, key=lambda r: (r.generation, r.run, r.name))
@@ -230,6 +253,9 @@ def outcome_of(run: ProfileRun, now: datetime) -> Outcome | None:
             message = summary.message or _failures_message(summary) or reason
             return Outcome(False, reason, _clip(message), summary)
         problem = "its worker reported success but the Job failed"
+    elif run.state == JobState.FAILED and run.job_reason == "DeadlineExceeded":
+        # The Job controller killed the pod at the deadline: no summary is coming.
+        return Outcome(False, Reason.DEADLINE_EXCEEDED, _deadline_message(run))
     elif run.message is None and (
         run.pod_running
         or run.pod_pending
@@ -242,6 +268,19 @@ def outcome_of(run: ProfileRun, now: datetime) -> Outcome | None:
         False,
         Reason.PROFILE_JOB_FAILED,
         _clip(f"profile Job {run.name} {verb}{job_said} but {problem}"),
+    )
+
+
+def _deadline_message(run: ProfileRun) -> str:
+    limit = (
+        f"its deadline of {format_duration(run.deadline_seconds)}"
+        if run.deadline_seconds
+        else "its deadline"
+    )
+    said = f" ({run.job_message})" if run.job_message else ""
+    return _clip(
+        f"profile Job {run.name} did not finish within {limit}{said}; the operator's worker "
+        "deadline is KYKLOS_WORKER_DEADLINE / --worker-deadline"
     )
 
 
@@ -304,13 +343,23 @@ def result_status(
 
 
 def profiling_status(
-    run_name: str, pod_running: bool, generation: int, stored: Mapping[str, Any], now: datetime
+    run_name: str,
+    pod_running: bool,
+    generation: int,
+    stored: Mapping[str, Any],
+    now: datetime,
+    stuck: PodStuck | None = None,
 ) -> dict[str, Any]:
     """The status while the first profile run of ``generation`` is under way.
 
     The last known version and profile stay until the run replaces them; failures of an
-    earlier generation's data go (they may not apply to the new spec).
+    earlier generation's data go (they may not apply to the new spec). With ``stuck`` (its
+    pod does not start) the Ready reason and message say why; the phase is unchanged.
     """
+    reason: str = Reason.PROFILING
+    message = f"profile Job {run_name} is profiling generation {generation}"
+    if stuck is not None:
+        reason, message = stuck.reason, _clip(f"profile Job {run_name}: {stuck.message}")
     return {
         "observedGeneration": generation,
         "phase": DatasetPhase.PROFILING if pod_running else DatasetPhase.PENDING,
@@ -320,8 +369,8 @@ def profiling_status(
             stored.get("conditions"),
             type=ConditionType.READY,
             status=ConditionStatus.FALSE,
-            reason=Reason.PROFILING,
-            message=f"profile Job {run_name} is profiling generation {generation}",
+            reason=reason,
+            message=message,
             generation=generation,
             now=now,
         ),
@@ -357,7 +406,7 @@ def has_result(stored: Mapping[str, Any], generation: int) -> bool:
         ready is not None
         and ready.get("observedGeneration") == generation
         and stored.get("observedGeneration") == generation
-        and ready.get("reason") not in (Reason.PROFILING, Reason.INVALID_SPEC)
+        and ready.get("reason") not in (*IN_PROGRESS_REASONS, Reason.INVALID_SPEC)
         and bool(stored.get("jobName"))
     )
 
@@ -405,6 +454,23 @@ def transition_events(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> 
 
 
 # --------------------------------------------------------------------------------- plan
+
+
+def _with_last_problem(outcome: Outcome, run: ProfileRun, stored: Mapping[str, Any]) -> Outcome:
+    """A deadline outcome names what the stored status last said held the run up, if anything.
+
+    (At the deadline the Job controller deletes the pod, and with it the cause.)
+    """
+    ready = get_condition(stored.get("conditions"), ConditionType.READY) or {}
+    if (
+        outcome.reason != Reason.DEADLINE_EXCEEDED
+        or ready.get("reason") not in STUCK_REASONS
+        or stored.get("jobName") != run.name
+    ):
+        return outcome
+    return replace(
+        outcome, message=_clip(f"{outcome.message}; before that: {ready.get('message')}")
+    )
 
 
 @dataclass
@@ -471,7 +537,7 @@ def is_settled(body: Mapping[str, Any]) -> bool:
         ready is not None
         and status.get("observedGeneration") == generation
         and ready.get("observedGeneration") == generation
-        and ready.get("reason") != Reason.PROFILING
+        and ready.get("reason") not in IN_PROGRESS_REASONS
     )
 
 
@@ -551,11 +617,15 @@ def plan(
         out.delete += [r.name for r in current if r is not latest]
         outcome = outcome_of(latest, now)
         if outcome is None:
-            out.status = profiling_status(latest.name, latest.pod_running, generation, stored, now)
+            out.status = profiling_status(
+                latest.name, latest.pod_running, generation, stored, now, latest.stuck
+            )
             if latest.finished:
                 out.requeue_after = MESSAGE_GRACE_SECONDS
         else:
-            out.status = result_status(outcome, latest, generation, stored, now)
+            out.status = result_status(
+                _with_last_problem(outcome, latest, stored), latest, generation, stored, now
+            )
     out.delete = list(dict.fromkeys(out.delete))
     if out.status:
         out.events = transition_events(stored, out.status)

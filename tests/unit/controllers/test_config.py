@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kyklos.controllers.config import ConfigError, OperatorConfig
+from kyklos.controllers.config import ConfigError, OperatorConfig, worker_config
 
 
 def test_defaults() -> None:
@@ -39,3 +39,29 @@ def test_flags_override_env() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         OperatorConfig.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(None, 3600), ("30m", 1800), ("1h30m", 5400), ("90", 90), ("1500ms", 2), ("0", None)],
+)
+def test_worker_deadline_is_a_duration_or_seconds_and_reaches_the_worker_config(
+    value: str | None, seconds: int | None
+) -> None:
+    env = {} if value is None else {"KYKLOS_WORKER_DEADLINE": value}
+    cfg = OperatorConfig.from_env(env)
+    assert cfg.worker_deadline_seconds == seconds
+    assert worker_config(cfg).deadline_seconds == seconds
+
+
+def test_the_worker_deadline_flag_overrides_the_env() -> None:
+    cfg = OperatorConfig.from_env(
+        {"KYKLOS_WORKER_DEADLINE": "2h"}, overrides={"worker_deadline_seconds": "10m"}
+    )
+    assert cfg.worker_deadline_seconds == 600
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "1.5h", "10 m"])
+def test_a_bad_worker_deadline_names_the_variable_and_the_flag(value: str) -> None:
+    with pytest.raises(ConfigError, match="KYKLOS_WORKER_DEADLINE/--worker-deadline"):
+        OperatorConfig.from_env({"KYKLOS_WORKER_DEADLINE": value})

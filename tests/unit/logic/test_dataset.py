@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -553,6 +554,153 @@ def test_every_terminal_state_is_settled_after_its_status_is_written() -> None:
         done = settle(body, decide(body, [j], [p]))
         assert decide(done, [j], [p]) == Plan(), message
         assert is_settled(done)
+
+
+# ---------------------------------------------------------- stuck pods and the deadline
+
+UNSCHEDULABLE = "0/2 nodes are available: 2 Insufficient cpu."
+
+
+def stuck(
+    j: dict[str, Any], *, unschedulable: str | None = None, waiting: str = ""
+) -> dict[str, Any]:
+    """A Pending pod of ``j`` the scheduler cannot place, or whose container cannot start."""
+    p = pod(j, "Pending")
+    if unschedulable is not None:
+        p["status"]["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": unschedulable,
+            }
+        ]
+        p["status"]["containerStatuses"] = []
+    else:
+        reason, _, message = waiting.partition(": ")
+        p["status"]["containerStatuses"][0]["state"] = {
+            "waiting": {"reason": reason, "message": message}
+        }
+    return p
+
+
+def deadline_job(name: str = "churn-profile-1") -> dict[str, Any]:
+    j = job(name, state="failed")
+    j["spec"] = {"activeDeadlineSeconds": 3600}
+    j["status"]["conditions"][0].update(
+        reason="DeadlineExceeded", message="Job was active longer than specified deadline"
+    )
+    return j
+
+
+def test_the_profile_job_carries_the_operators_worker_deadline() -> None:
+    body = dataset()
+    spec = DatasetSpec.model_validate(body["spec"])
+    with_deadline = replace(CONFIG, deadline_seconds=3600)
+    built = build_profile_job(body, spec, generation=1, run=0, config=with_deadline)
+    assert built["spec"]["activeDeadlineSeconds"] == 3600
+    unbounded = build_profile_job(body, spec, generation=1, run=0, config=CONFIG)
+    assert "activeDeadlineSeconds" not in unbounded["spec"]
+
+
+J1 = job("churn-profile-1")
+P = "pod churn-profile-1-abcde"
+
+
+# (pods of the run, phase, Ready reason, message contains, Events (reason, warning)) in order:
+# each row is observed after the previous row's status was written.
+STUCK_STORY: list[tuple[list[dict[str, Any]], str, str, str, list[tuple[str, bool]]]] = [
+    ([], "Pending", "Profiling", "is profiling generation 1", []),
+    (
+        [stuck(J1, unschedulable=UNSCHEDULABLE)],
+        "Pending",
+        "PodUnschedulable",
+        f"profile Job churn-profile-1: {P} cannot be scheduled: {UNSCHEDULABLE}",
+        [("PodUnschedulable", True)],
+    ),
+    # The scheduler rewords its message: the status follows, no second Event.
+    (
+        [stuck(J1, unschedulable="0/3 nodes are available: 3 Insufficient cpu.")],
+        "Pending",
+        "PodUnschedulable",
+        "0/3 nodes are available",
+        [],
+    ),
+    (
+        [stuck(J1, waiting='CreateContainerConfigError: secret "creds" not found')],
+        "Pending",
+        "PodStartFailed",
+        f'{P} container worker cannot start: CreateContainerConfigError: secret "creds" not found',
+        [("PodStartFailed", True)],
+    ),
+    # Recovered: back to the normal reason, announced once.
+    (
+        [pod(J1, "Running")],
+        "Profiling",
+        "Profiling",
+        "is profiling generation 1",
+        [("Profiling", False)],
+    ),
+]
+
+
+def test_a_stuck_profile_pod_is_explained_once_per_change_and_recovers() -> None:
+    body = settle(dataset(), decide(dataset(), []))
+    for pods, phase, reason, message, events in STUCK_STORY:
+        result = decide(body, [J1], pods)
+        assert result.create is None and result.delete == []
+        if result.status:
+            body = settle(body, result)
+        status = body["status"]
+        ready = ready_condition(status)
+        assert (status["phase"], ready["status"], ready["reason"]) == (phase, "False", reason)
+        assert message in ready["message"], ready
+        assert [(e.reason, e.warning) for e in result.events] == events, reason
+        assert not is_settled(body)
+        # Observed again unchanged: no write, no Event.
+        assert_quiet(body, decide(body, [J1], pods))
+
+
+def test_a_stuck_profile_ends_failed_at_the_deadline_naming_it_and_the_last_cause() -> None:
+    body = settle(dataset(), decide(dataset(), []))
+    body = settle(body, decide(body, [J1], [stuck(J1, unschedulable=UNSCHEDULABLE)]))
+    # The Job controller killed the pod at the deadline: no grace wait for a summary.
+    j = deadline_job()
+    result = decide(body, [j], [])
+    status = result.status
+    ready = ready_condition(status)
+    assert status["phase"] == "Failed"
+    assert (ready["status"], ready["reason"]) == ("False", "DeadlineExceeded")
+    assert "did not finish within its deadline of 1h" in ready["message"]
+    assert "KYKLOS_WORKER_DEADLINE" in ready["message"]
+    assert f"before that: profile Job churn-profile-1: {P} cannot be scheduled" in ready["message"]
+    assert [(e.reason, e.warning) for e in result.events] == [("DeadlineExceeded", True)]
+    done = settle(body, result)
+    assert is_settled(done)
+    assert decide(done, [j], []) == Plan()
+
+
+def test_a_hung_profile_that_was_running_ends_deadline_exceeded_without_a_stale_cause() -> None:
+    body = settle(dataset(), decide(dataset(), []))
+    body = settle(body, decide(body, [J1], [pod(J1, "Running")]))
+    outcome = decide(body, [deadline_job()], [pod(J1, "Failed")]).status
+    ready = ready_condition(outcome)
+    assert ready["reason"] == "DeadlineExceeded" and "before that" not in ready["message"]
+
+
+def test_a_summary_written_before_the_deadline_still_wins() -> None:
+    message = failure_summary("FormatError", "x.csv: not CSV")
+    run = replace(run_of(JobState.FAILED, message), job_reason="DeadlineExceeded")
+    outcome = outcome_of(run, NOW)
+    assert outcome is not None and outcome.reason == "FormatError"
+
+
+def test_runs_say_why_their_pod_is_stuck_only_while_unfinished() -> None:
+    (running,) = observe_runs([J1], [stuck(J1, waiting="ErrImagePull: not found")])
+    assert running.stuck is not None and running.stuck.reason == "PodStartFailed"
+    failed = job("churn-profile-1", state="failed")
+    (ended,) = observe_runs([failed], [stuck(failed, waiting="ErrImagePull: not found")])
+    assert ended.stuck is None
 
 
 # ---------------------------------------------------------------------------- schedule
