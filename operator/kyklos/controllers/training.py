@@ -1,10 +1,13 @@
 """kopf handlers of the TrainingJob controller: read (indexes), decide (logic.training), act, report.
 
 Triggers: events of TrainingJobs, of the Datasets they name (through an index of TrainingJobs by
-``spec.datasetRef.name``), and of their Jobs and Services; plus a resync every minute over
-unfinished TrainingJobs that retries a failed reconcile and makes no API call when nothing
-changed. Reads come from kopf's in-memory indexes, so a settled TrainingJob costs no request;
-only the terminal transition lists the Job's pods once, to read the trainer's metrics.
+``spec.datasetRef.name``), of their Jobs and Services, and of their Jobs' pods (so that a pod
+that cannot be scheduled or started is explained in the status as soon as it is seen); plus a
+resync every minute over unfinished TrainingJobs that retries a failed reconcile and makes no
+API call when nothing changed. Reads come from kopf's in-memory indexes, so a settled
+TrainingJob costs no request; only the terminal transition lists the Job's pods once, to read
+the trainer's metrics. (kopf keeps one watch per resource and filters by labels in the
+process: the pod handlers here share the pod watch the Dataset controller already has.)
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from kubernetes.client.exceptions import ApiException
 
 from kyklos.controllers import client, config, metrics, status
 from kyklos.logic import training
-from kyklos.logic.naming import MANAGED_BY, owner_label
+from kyklos.logic.naming import MANAGED_BY, label_value, owner_label
 
 log = logging.getLogger("kyklos.training")
 
 KIND = training.KIND
 GROUP, VERSION = "kyklos.io", "v1alpha1"
-CHILD_LABELS: Mapping[str, Any] = {MANAGED_BY: "kyklos", owner_label(KIND): kopf.PRESENT}
+TRAININGJOB_LABEL = owner_label(KIND)
+CHILD_LABELS: Mapping[str, Any] = {MANAGED_BY: "kyklos", TRAININGJOB_LABEL: kopf.PRESENT}
 RESYNC_SECONDS = 60.0
 
 IDX_TRAININGJOBS = "training_trainingjobs"
@@ -36,6 +40,8 @@ IDX_BY_DATASET = "training_by_dataset"
 IDX_DATASETS = "training_datasets"
 IDX_JOBS = "training_jobs"
 IDX_SERVICES = "training_services"
+IDX_BY_LABEL = "training_by_label"
+IDX_PODS = "training_pods"
 
 Key = tuple[str, str]
 
@@ -137,6 +143,47 @@ async def training_services(**kwargs: Any) -> object:
     return {(kwargs["namespace"], owner): _trim(kwargs["body"], spec_keys=())} if owner else None
 
 
+@kopf.index(GROUP, VERSION, "trainingjobs", id=IDX_BY_LABEL)
+async def training_by_label(**kwargs: Any) -> object:
+    """TrainingJob names by (namespace, the value of their children's owner label)."""
+    return {(kwargs["namespace"], label_value(kwargs["name"])): kwargs["name"]}
+
+
+def _trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the stuck-pod diagnosis reads: owner, scheduling conditions, waiting states."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+
+    def waiting(key: str) -> list[dict[str, Any]]:
+        return [
+            {"name": c.get("name"), "state": {"waiting": dict(c["state"]["waiting"])}}
+            for c in status.get(key) or []
+            if (c.get("state") or {}).get("waiting")
+        ]
+
+    return {
+        "metadata": {
+            k: json.loads(json.dumps(meta[k]))
+            for k in ("name", "ownerReferences", "deletionTimestamp")
+            if k in meta
+        },
+        "status": {
+            "phase": status.get("phase"),
+            "conditions": [
+                dict(c) for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
+            ],
+            "initContainerStatuses": waiting("initContainerStatuses"),
+            "containerStatuses": waiting("containerStatuses"),
+        },
+    }
+
+
+@kopf.index("v1", "pods", labels=CHILD_LABELS, id=IDX_PODS)
+async def training_pods(**kwargs: Any) -> object:
+    """Trainer pods by (namespace, owner label value), trimmed to what says why one is stuck."""
+    return {(kwargs["namespace"], kwargs["labels"][TRAININGJOB_LABEL]): _trim_pod(kwargs["body"])}
+
+
 def _values(index: str, key: Key) -> list[Any]:
     source = _state.indexes.get(index)
     if source is None:
@@ -217,6 +264,7 @@ def reconcile(body: Mapping[str, Any]) -> None:
         service=_owned(IDX_SERVICES, key, uid),
         settings=_settings(),
         now=datetime.now(UTC),
+        watched_pods=_values(IDX_PODS, (namespace, label_value(name))) if job else (),
     )
     if training.needs_pods(obs) and job is not None:
         job_uid = job["metadata"].get("uid")
@@ -347,6 +395,14 @@ def training_on_service(**kwargs: Any) -> None:
     reconcile_key(namespace, owner)
 
 
+@kopf.on.event("v1", "pods", labels=CHILD_LABELS)
+def training_on_pod(**kwargs: Any) -> None:
+    """A trainer pod changed (scheduled, stuck, started): reconcile its TrainingJob."""
+    namespace, label = str(kwargs["namespace"]), str(kwargs["labels"][TRAININGJOB_LABEL])
+    for name in _values(IDX_BY_LABEL, (namespace, label)):
+        reconcile_key(namespace, str(name))
+
+
 def _unfinished() -> list[Key]:
     source = _state.indexes.get(IDX_TRAININGJOBS)
     if source is None:
@@ -387,7 +443,15 @@ def _resync_loop(stop: threading.Event, every: float, run: Callable[[str, str], 
 @kopf.on.startup()
 def training_startup(**kwargs: Any) -> None:
     """Keep the indexes for threads outside kopf's handlers and start the resync."""
-    for index in (IDX_TRAININGJOBS, IDX_BY_DATASET, IDX_DATASETS, IDX_JOBS, IDX_SERVICES):
+    for index in (
+        IDX_TRAININGJOBS,
+        IDX_BY_DATASET,
+        IDX_DATASETS,
+        IDX_JOBS,
+        IDX_SERVICES,
+        IDX_BY_LABEL,
+        IDX_PODS,
+    ):
         _state.indexes[index] = kwargs[index]
     _state.stop.clear()
     _state.resync = threading.Thread(

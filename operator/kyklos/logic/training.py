@@ -53,7 +53,11 @@ the trainer reads. With ``queueName`` the Job is created suspended and Kueue own
 
 **Lifecycle.** Pending (``DatasetNotReady`` until the Dataset is Ready with the pinned
 ``datasetRef.version`` if set; ``JobCreated``; ``Suspended``) -> Running -> Succeeded | Failed
-(``BackoffLimitExceeded``, ``DeadlineExceeded``, ``Failed``). A finished TrainingJob's status is
+(``BackoffLimitExceeded``, ``DeadlineExceeded``, ``Failed``). While the Job's pod does not
+start (``kyklos.logic.pods``: unschedulable, image not pulled, a missing Secret) the phase
+stays Pending or Running and the Ready reason is ``PodUnschedulable`` or ``PodStartFailed``
+with a message naming the pod and the cause (a Warning Event per change); it returns to
+``Running`` when the pod recovers. ``spec.activeDeadlineSeconds`` bounds how long that lasts. A finished TrainingJob's status is
 final: a Job deleted afterwards (by ``ttlSecondsAfterFinished`` or by hand) is not recreated. A
 Job deleted before the training finished is recreated with the same lineage (Event
 ``JobRecreated``).
@@ -89,6 +93,7 @@ from kyklos.logic.naming import (
     child_name,
     owner_reference,
 )
+from kyklos.logic.pods import first_stuck_pod
 from kyklos.logic.workerjob import claim_of, volume_name
 
 KIND = "TrainingJob"
@@ -142,6 +147,8 @@ WARNING_REASONS = frozenset(
         Reason.THRESHOLD_NOT_MET,
         Reason.METRIC_MISSING,
         Reason.METRICS_INVALID,
+        Reason.POD_UNSCHEDULABLE,
+        Reason.POD_START_FAILED,
     }
 )
 
@@ -179,8 +186,9 @@ class Observation:
 
     ``trainingjob`` is the body (metadata, spec and the latest known status); ``job`` and
     ``service`` are the owned children or None; ``pods`` the Job's pods, listed only when
-    ``needs_pods`` says the terminal transition is due; ``job_rejection`` the API server's
-    reason when it refused the Job this decision wanted to create.
+    ``needs_pods`` says the terminal transition is due; ``watched_pods`` the pods as the pod
+    watch last saw them (to say why a pod does not start); ``job_rejection`` the API
+    server's reason when it refused the Job this decision wanted to create.
     """
 
     trainingjob: Mapping[str, Any]
@@ -191,6 +199,7 @@ class Observation:
     now: datetime
     pods: Sequence[Mapping[str, Any]] | None = None
     job_rejection: str | None = None
+    watched_pods: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass
@@ -640,17 +649,24 @@ def parse_metrics(message: str | None) -> Metrics:
     return Metrics(dict(list(values.items())[:MAX_METRICS]))
 
 
-def trainer_message(
-    pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any], workers: int
-) -> str | None:
-    """The termination message to read metrics from: index 0's with several workers, else the latest."""
+def _owned_pods(
+    pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any]
+) -> list[Mapping[str, Any]]:
+    """The pods of ``job`` (by its uid; all of them when the Job's uid is unknown)."""
     uid = (job.get("metadata") or {}).get("uid")
-    owned = [
+    return [
         p
         for p in pods
         if uid is None
         or any(r.get("uid") == uid for r in (p.get("metadata") or {}).get("ownerReferences") or [])
     ]
+
+
+def trainer_message(
+    pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any], workers: int
+) -> str | None:
+    """The termination message to read metrics from: index 0's with several workers, else the latest."""
+    owned = _owned_pods(pods, job)
     if workers > 1:
         leaders = [
             p
@@ -1077,7 +1093,17 @@ def _with_job(
     build.status["attempts"] = attempts
     start = observed.start_time or stored.get("startTime")
     state = observed.state
-    if state == JobState.SUSPENDED:
+    stuck = (
+        first_stuck_pod(_owned_pods(obs.watched_pods, job))
+        if state in (JobState.PENDING, JobState.RUNNING)
+        else None
+    )
+    if state == JobState.RUNNING:
+        build.status["startTime"] = start or rfc3339(obs.now)
+    if stuck is not None:
+        phase = TrainingPhase.RUNNING if state == JobState.RUNNING else TrainingPhase.PENDING
+        build.ready(phase, False, stuck.reason, f"Job {current_name}: {stuck.message}")
+    elif state == JobState.SUSPENDED:
         reason, message = _suspended(spec, current_name)
         build.ready(TrainingPhase.PENDING, False, reason, message)
     elif state == JobState.PENDING:
@@ -1089,7 +1115,6 @@ def _with_job(
             reason, message = Reason.JOB_CREATED, _created_message(current_name, spec, lineage)
         build.ready(TrainingPhase.PENDING, False, reason, message)
     elif state == JobState.RUNNING:
-        build.status["startTime"] = start or rfc3339(obs.now)
         build.ready(
             TrainingPhase.RUNNING,
             False,

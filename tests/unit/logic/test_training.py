@@ -592,6 +592,154 @@ def test_running_records_start_and_counts_a_start() -> None:
     assert again.events == [] and again.transitions == []
 
 
+UNSCHEDULABLE = "0/2 nodes are available: 2 Insufficient cpu."
+TRAINER_POD = "churn-train-x2v9q"
+
+
+def trainer_pod(
+    *,
+    unschedulable: str | None = None,
+    waiting: tuple[str, str] | None = None,
+    running: bool = False,
+    owner: str = "job-uid",
+) -> dict[str, Any]:
+    """A trainer pod as the pod watch sees it: unschedulable, waiting to start, or running."""
+    status: dict[str, Any] = {"phase": "Running" if running else "Pending"}
+    if unschedulable is not None:
+        status["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": unschedulable,
+            }
+        ]
+    else:
+        status["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+        state = {"running": {}} if running else {"waiting": {"reason": "ContainerCreating"}}
+        if waiting is not None:
+            state = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
+        status["containerStatuses"] = [{"name": "trainer", "state": state}]
+    return {
+        "metadata": {"name": TRAINER_POD, "ownerReferences": [{"uid": owner}]},
+        "status": status,
+    }
+
+
+def watch(tj: dict[str, Any], job: dict[str, Any], pods: list[dict[str, Any]]) -> Decision:
+    return decide(Observation(tj, dataset(), job, None, SETTINGS, NOW, watched_pods=pods))
+
+
+MISSING_SECRET = ("CreateContainerConfigError", 'secret "store-creds" not found')
+
+# (Job status, watched pods, phase, Ready reason, message contains, Events (reason, warning)),
+# each row observed after the previous row's status was written.
+STUCK_STORY: list[
+    tuple[dict[str, Any], list[dict[str, Any]], str, str, str, list[tuple[str, bool]]]
+] = [
+    # The Job controller made the pod; the scheduler has not placed it: still normal.
+    (
+        {"startTime": NOW_TS, "active": 1},
+        [trainer_pod()],
+        "Running",
+        "Running",
+        "is running",
+        [("Running", False)],
+    ),
+    (
+        {"startTime": NOW_TS, "active": 1},
+        [trainer_pod(unschedulable=UNSCHEDULABLE)],
+        "Running",
+        "PodUnschedulable",
+        f"Job churn-train: pod {TRAINER_POD} cannot be scheduled: {UNSCHEDULABLE}",
+        [("PodUnschedulable", True)],
+    ),
+    (
+        {"startTime": NOW_TS, "active": 1},
+        [trainer_pod(waiting=MISSING_SECRET)],
+        "Running",
+        "PodStartFailed",
+        f"pod {TRAINER_POD} container trainer cannot start: "
+        'CreateContainerConfigError: secret "store-creds" not found',
+        [("PodStartFailed", True)],
+    ),
+    # Another Job's pod (not ours) says nothing about this one.
+    (
+        {"startTime": NOW_TS, "active": 1},
+        [trainer_pod(running=True), trainer_pod(unschedulable=UNSCHEDULABLE, owner="other")],
+        "Running",
+        "Running",
+        "is running",
+        [("Running", False)],
+    ),
+]
+
+
+def test_a_trainer_pod_that_does_not_start_is_explained_once_per_change_and_recovers() -> None:
+    tj = trainingjob()
+    first = observe(tj, ds=dataset())
+    tj = settle(tj, first)
+    job = created_job(trainingjob())
+    for job_status, pods, phase, reason, message, events in STUCK_STORY:
+        current = with_status(job, **job_status)
+        decision = watch(tj, current, pods)
+        assert decision.create_job is None and decision.delete_job is None
+        tj = settle(tj, decision)
+        condition = get_condition(tj["status"]["conditions"], "Ready")
+        assert condition is not None
+        assert (tj["status"]["phase"], condition["status"], condition["reason"]) == (
+            phase,
+            "False",
+            reason,
+        )
+        assert message in condition["message"], condition
+        assert [(e.reason, e.warning) for e in decision.events] == events, reason
+        # Seen again unchanged: nothing to write, nothing to say.
+        again = watch(tj, current, pods)
+        assert status_patch(tj["status"], again.status) == {} and again.events == []
+    assert tj["status"]["startTime"] == NOW_TS
+
+
+def test_a_stuck_pod_of_a_job_not_started_yet_keeps_the_phase_pending() -> None:
+    tj = trainingjob()
+    tj = settle(tj, observe(tj, ds=dataset()))
+    job = created_job(trainingjob())  # no startTime, no active count yet
+    decision = watch(tj, job, [trainer_pod(unschedulable=UNSCHEDULABLE)])
+    assert decision.status["phase"] == "Pending"
+    assert ready(decision)["reason"] == "PodUnschedulable"
+
+
+def test_a_finished_job_is_judged_by_its_outcome_not_by_a_stuck_pod() -> None:
+    tj, job = running(trainingjob())
+    failed = with_status(
+        job,
+        startTime="2026-11-23T11:50:00Z",
+        failed=1,
+        conditions=[
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "DeadlineExceeded",
+                "message": "Job was active longer than specified deadline",
+            }
+        ],
+    )
+    decision = decide(
+        Observation(
+            tj,
+            dataset(),
+            failed,
+            None,
+            SETTINGS,
+            NOW,
+            pods=[],
+            watched_pods=[trainer_pod(unschedulable=UNSCHEDULABLE)],
+        )
+    )
+    assert decision.status["phase"] == "Failed"
+    assert ready(decision)["reason"] == "DeadlineExceeded"
+
+
 def running(tj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     first = observe(tj, ds=dataset())
     job = with_status(created_job(tj), startTime="2026-11-23T11:50:00Z", active=1)
