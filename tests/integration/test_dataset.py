@@ -39,6 +39,9 @@ FEATURES = [
 #: Files the worker pods can read: not under /tmp (see the module docstring).
 HOST_BASE = Path(os.environ.get("KYKLOS_TEST_HOST_DIR", "/var/tmp"))
 
+#: Ready reasons of a profile still under way (its pod running, or not starting).
+IN_PROGRESS = ("Profiling", "PodUnschedulable", "PodStartFailed")
+
 sandbox_only = pytest.mark.sandbox_only
 
 
@@ -104,7 +107,7 @@ def wait_finished(kyklos: Kyklos, name: str, timeout: float = PROFILE_TIMEOUT) -
         ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
         if (
             ready
-            and ready.get("reason") != "Profiling"
+            and ready.get("reason") not in IN_PROGRESS
             and ready.get("observedGeneration") == obj["metadata"]["generation"]
         ):
             return dict(status)
@@ -428,6 +431,102 @@ def test_storage_credentials_reach_the_worker_only_as_a_secret_reference(
     assert secret_value not in json.dumps(kyklos.get("datasets", "creds"))
     assert all(secret_value not in m for _, _, m in events_of(k8s, namespace, "creds"))
     assert secret_value not in running_operator.log()
+
+
+def wait_ready_reason(kyklos: Kyklos, name: str, reason: str) -> dict[str, Any]:
+    """Wait until the Dataset's Ready condition has ``reason``; that condition."""
+    return wait_for(
+        lambda: (c := ready_condition(kyklos, name)) and c["reason"] == reason and c,
+        timeout=60,
+        what=f"Dataset {name} Ready reason {reason}",
+    )
+
+
+@sandbox_only
+def test_a_profile_pod_missing_its_secret_says_so_once_then_profiles_when_it_appears(
+    kyklos: Kyklos, k8s: Any, namespace: str, host_dir: Path
+) -> None:
+    from kubernetes import client
+
+    path = host_dir / "locked.csv"
+    write_csv(path, rows(20))
+    body = dataset("locked", f"file://{path}")
+    body["spec"]["source"]["secretRef"] = {"name": "late-creds"}
+    kyklos.create("datasets", body)
+
+    # The node agent, like a kubelet, keeps the container waiting: CreateContainerConfigError.
+    stuck = wait_ready_reason(kyklos, "locked", "PodStartFailed")
+    assert stuck["status"] == "False"
+    (pod,) = (
+        client.CoreV1Api(k8s)
+        .list_namespaced_pod(namespace, label_selector="kyklos.io/dataset=locked")
+        .items
+    )
+    assert stuck["message"] == (
+        f"profile Job locked-profile-1: pod {pod.metadata.name} container worker cannot start: "
+        'CreateContainerConfigError: secret "late-creds" not found'
+    )
+    assert kyklos.status("datasets", "locked")["phase"] == "Pending"  # the phase is unchanged
+    # One Warning Event, with the condition's reason and message (posted after the write).
+    wait_for(
+        lambda: (
+            ("Warning", "PodStartFailed", stuck["message"]) in events_of(k8s, namespace, "locked")
+        ),
+        timeout=30,
+        what="the PodStartFailed Warning Event",
+    )
+
+    client.CoreV1Api(k8s).create_namespaced_secret(
+        namespace, {"metadata": {"name": "late-creds"}, "stringData": {"TOKEN": "t"}}
+    )
+    status = wait_finished(kyklos, "locked")
+
+    assert status["phase"] == "Ready", status
+    reasons = [r for _, r, _ in events_of(k8s, namespace, "locked")]
+    assert reasons.count("PodStartFailed") == 1, reasons  # not one per pod update or resync
+    assert reasons.count("Profiled") == 1, reasons
+
+
+@sandbox_only
+def test_an_unschedulable_profile_says_why_and_ends_failed_at_the_worker_deadline(
+    k8s: Any,
+    cluster: Any,
+    namespace: str,
+    crds_installed: None,
+    operator: Callable[..., Any],
+    host_dir: Path,
+) -> None:
+    """Worker pods asking for more CPU than any node has: the real scheduler cannot place them."""
+    operator(
+        {
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "KYKLOS_ARTIFACTS_URI": f"file://{host_dir / 'artifacts'}",
+            "KYKLOS_WORKER_RESOURCES": '{"requests": {"cpu": "1000"}}',
+            "KYKLOS_WORKER_DEADLINE": "20s",
+        }
+    )
+    kyklos = Kyklos(k8s, namespace)
+    path = host_dir / "big.csv"
+    write_csv(path, rows(20))
+    kyklos.create("datasets", dataset("big", f"file://{path}"))
+
+    stuck = wait_ready_reason(kyklos, "big", "PodUnschedulable")
+    assert stuck["message"].startswith("profile Job big-profile-1: pod big-profile-1-")
+    assert "cannot be scheduled: 0/" in stuck["message"]
+    assert "Insufficient cpu" in stuck["message"]
+    (job,) = profile_jobs(k8s, namespace, "big")
+    assert job.spec.active_deadline_seconds == 20
+
+    status = wait_finished(kyklos, "big", timeout=90)
+
+    assert status["phase"] == "Failed", status
+    ready = ready_condition(kyklos, "big")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "DeadlineExceeded")
+    assert "did not finish within its deadline of 20s" in ready["message"]
+    assert "before that: profile Job big-profile-1: pod big-profile-1-" in ready["message"]
+    warnings = [r for t, r, _ in events_of(k8s, namespace, "big") if t == "Warning"]
+    assert sorted(warnings) == ["DeadlineExceeded", "PodUnschedulable"]
+    delete_datasets(kyklos)
 
 
 def test_deleting_a_dataset_deletes_its_profile_job(

@@ -42,7 +42,7 @@ from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import format_duration, parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.naming import child_name
-from kyklos.logic.pods import STUCK_REASONS, PodStuck, first_stuck_pod
+from kyklos.logic.pods import STUCK_REASONS, PodStuck, first_stuck_pod, is_live
 from kyklos.logic.workerjob import WorkerConfig, build_worker_job, claim_of
 
 KIND = "Dataset"
@@ -147,6 +147,8 @@ class ProfileRun:
     terminating: bool = False
     #: Why its pod does not start (None while it progresses normally, and once finished).
     stuck: PodStuck | None = None
+    #: Whether a pod of it may still start or run (not terminating, not finished).
+    live_pod: bool = False
     deadline_seconds: int | None = None
 
     @property
@@ -206,6 +208,7 @@ def observe_runs(
                 pod_pending="Pending" in phases,
                 terminating=bool(meta.get("deletionTimestamp")),
                 stuck=None if observed.state in _DONE else first_stuck_pod(job_pods),
+                live_pod=any(is_live(p) for p in job_pods),
                 deadline_seconds=_deadline(job),
             )
         )
@@ -456,6 +459,20 @@ def transition_events(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> 
 # --------------------------------------------------------------------------------- plan
 
 
+def _stored_stuck(stored: Mapping[str, Any], run_name: str) -> PodStuck | None:
+    """The stuck-pod diagnosis the stored status gives for ``run_name``, if any."""
+    ready = get_condition(stored.get("conditions"), ConditionType.READY) or {}
+    prefix = f"profile Job {run_name}: "
+    message = str(ready.get("message") or "")
+    if (
+        ready.get("reason") in STUCK_REASONS
+        and stored.get("jobName") == run_name
+        and message.startswith(prefix)
+    ):
+        return PodStuck(Reason(ready["reason"]), message[len(prefix) :])
+    return None
+
+
 def _with_last_problem(outcome: Outcome, run: ProfileRun, stored: Mapping[str, Any]) -> Outcome:
     """A deadline outcome names what the stored status last said held the run up, if anything.
 
@@ -617,8 +634,13 @@ def plan(
         out.delete += [r.name for r in current if r is not latest]
         outcome = outcome_of(latest, now)
         if outcome is None:
+            stuck = latest.stuck
+            if stuck is None and not latest.live_pod:
+                # No pod to judge (deleted at the deadline, or not made again yet): the last
+                # diagnosis stands; a pod that recovered would be live.
+                stuck = _stored_stuck(stored, latest.name)
             out.status = profiling_status(
-                latest.name, latest.pod_running, generation, stored, now, latest.stuck
+                latest.name, latest.pod_running, generation, stored, now, stuck
             )
             if latest.finished:
                 out.requeue_after = MESSAGE_GRACE_SECONDS

@@ -13,7 +13,9 @@ cause, in the words of the scheduler or kubelet:
 
 Waiting reasons that are part of a normal start (``ContainerCreating``,
 ``PodInitializing``) or that belong to a container that did start (``CrashLoopBackOff``) are
-not a stuck start; finished and terminating pods never are.
+not a stuck start; finished and terminating pods never are. A controller holds its last
+diagnosis while no pod is live (``is_live``): a pod deleted at the Job's deadline has not
+recovered, it is gone, and the Job's outcome follows.
 """
 
 from __future__ import annotations
@@ -80,6 +82,13 @@ def stuck_pod(pod: Mapping[str, Any]) -> PodStuck | None:
                     f"pod {name} container {container.get('name')} cannot start: {cause}",
                 )
     return None
+
+
+def is_live(pod: Mapping[str, Any]) -> bool:
+    """Whether ``pod`` may still start or run: not terminating, not finished."""
+    meta = pod.get("metadata") or {}
+    phase = (pod.get("status") or {}).get("phase")
+    return not meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
 
 
 def first_stuck_pod(pods: Iterable[Mapping[str, Any]]) -> PodStuck | None:

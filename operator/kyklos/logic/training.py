@@ -93,7 +93,7 @@ from kyklos.logic.naming import (
     child_name,
     owner_reference,
 )
-from kyklos.logic.pods import first_stuck_pod
+from kyklos.logic.pods import STUCK_REASONS, PodStuck, first_stuck_pod, is_live
 from kyklos.logic.workerjob import claim_of, volume_name
 
 KIND = "TrainingJob"
@@ -1094,7 +1094,7 @@ def _with_job(
     start = observed.start_time or stored.get("startTime")
     state = observed.state
     stuck = (
-        first_stuck_pod(_owned_pods(obs.watched_pods, job))
+        _stuck(_owned_pods(obs.watched_pods, job), stored, current_name)
         if state in (JobState.PENDING, JobState.RUNNING)
         else None
     )
@@ -1102,7 +1102,7 @@ def _with_job(
         build.status["startTime"] = start or rfc3339(obs.now)
     if stuck is not None:
         phase = TrainingPhase.RUNNING if state == JobState.RUNNING else TrainingPhase.PENDING
-        build.ready(phase, False, stuck.reason, f"Job {current_name}: {stuck.message}")
+        build.ready(phase, False, stuck.reason, _stuck_message(current_name, stuck))
     elif state == JobState.SUSPENDED:
         reason, message = _suspended(spec, current_name)
         build.ready(TrainingPhase.PENDING, False, reason, message)
@@ -1139,6 +1139,26 @@ def _with_job(
     if build.status.get("startTime") and not stored.get("startTime"):
         decision.transitions.insert(0, "started")
     return _finish(decision, build, stored)
+
+
+def _stuck_message(job: str, stuck: PodStuck) -> str:
+    return f"Job {job}: {stuck.message}"
+
+
+def _stuck(
+    pods: Sequence[Mapping[str, Any]], stored: Mapping[str, Any], job: str
+) -> PodStuck | None:
+    """Why the Job's pod does not start; while no pod is live (deleted at the deadline, not
+    made again yet) the stored diagnosis stands: a pod that recovered would be live."""
+    stuck = first_stuck_pod(pods)
+    if stuck is not None or any(is_live(p) for p in pods):
+        return stuck
+    before = get_condition(stored.get("conditions"), ConditionType.READY) or {}
+    prefix = _stuck_message(job, PodStuck(Reason.POD_UNSCHEDULABLE, ""))
+    message = str(before.get("message") or "")
+    if before.get("reason") in STUCK_REASONS and message.startswith(prefix):
+        return PodStuck(Reason(before["reason"]), message[len(prefix) :])
+    return None
 
 
 def _finished(
@@ -1205,6 +1225,10 @@ def _finished(
             "DeadlineExceeded": Reason.DEADLINE_EXCEEDED,
         }.get(job_reason, Reason.FAILED)
         detail = job_message or job_reason or "the Job failed"
+        before = get_condition(build.stored.get("conditions"), ConditionType.READY) or {}
+        if before.get("reason") in STUCK_REASONS:
+            # The pod that never started is gone with the Job; keep its cause in the record.
+            detail += f"; before that: {before.get('message')}"
         build.ready(
             TrainingPhase.FAILED,
             False,

@@ -664,6 +664,12 @@ def test_a_stuck_profile_pod_is_explained_once_per_change_and_recovers() -> None
 def test_a_stuck_profile_ends_failed_at_the_deadline_naming_it_and_the_last_cause() -> None:
     body = settle(dataset(), decide(dataset(), []))
     body = settle(body, decide(body, [J1], [stuck(J1, unschedulable=UNSCHEDULABLE)]))
+    # At the deadline the Job controller deletes the pod before it marks the Job Failed: a
+    # pod going away is not a recovery, so nothing changes in between.
+    going = stuck(J1, unschedulable=UNSCHEDULABLE)
+    going["metadata"]["deletionTimestamp"] = "2026-11-23T11:59:50Z"
+    assert_quiet(body, decide(body, [J1], [going]))
+    assert_quiet(body, decide(body, [J1], []))
     # The Job controller killed the pod at the deadline: no grace wait for a summary.
     j = deadline_job()
     result = decide(body, [j], [])

@@ -709,6 +709,41 @@ def test_a_stuck_pod_of_a_job_not_started_yet_keeps_the_phase_pending() -> None:
     assert ready(decision)["reason"] == "PodUnschedulable"
 
 
+def test_a_stuck_pod_deleted_at_the_deadline_is_no_recovery_and_its_cause_is_kept() -> None:
+    tj, job = running(trainingjob(activeDeadlineSeconds=60))
+    active = with_status(job, startTime="2026-11-23T11:50:00Z", active=1)
+    tj = settle(tj, watch(tj, active, [trainer_pod(unschedulable=UNSCHEDULABLE)]))
+    assert get_condition(tj["status"]["conditions"], "Ready")["reason"] == "PodUnschedulable"  # type: ignore[index]
+    # The Job controller deletes the pod first, then marks the Job Failed: nothing in between.
+    going = trainer_pod(unschedulable=UNSCHEDULABLE)
+    going["metadata"]["deletionTimestamp"] = "2026-11-23T11:51:00Z"
+    for pods in ([going], []):
+        between = watch(tj, active, pods)
+        assert status_patch(tj["status"], between.status) == {} and between.events == []
+    failed = with_status(
+        job,
+        startTime="2026-11-23T11:50:00Z",
+        failed=1,
+        conditions=[
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "DeadlineExceeded",
+                "message": "Job was active longer than specified deadline",
+            }
+        ],
+    )
+    decision = decide(Observation(tj, dataset(), failed, None, SETTINGS, NOW, pods=[]))
+    assert decision.status["phase"] == "Failed"
+    condition = ready(decision)
+    assert condition["reason"] == "DeadlineExceeded"
+    assert condition["message"].endswith(
+        f"Job was active longer than specified deadline; before that: Job churn-train: "
+        f"pod {TRAINER_POD} cannot be scheduled: {UNSCHEDULABLE}"
+    )
+    assert ("DeadlineExceeded", True) in [(e.reason, e.warning) for e in decision.events]
+
+
 def test_a_finished_job_is_judged_by_its_outcome_not_by_a_stuck_pod() -> None:
     tj, job = running(trainingjob())
     failed = with_status(
