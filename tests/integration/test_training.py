@@ -606,3 +606,87 @@ def test_bad_input_the_crd_cannot_judge_is_ready_false_without_children(
         events = wait_event(k8s, namespace, name, "InvalidSpec")
         assert any(e[:2] == ("Warning", "InvalidSpec") for e in events)
     assert kyklos.status("trainingjobs", "greedy")["phase"] == "Pending"
+
+
+def wait_ready_reason(kyklos: Kyklos, name: str, reason: str) -> tuple[str, str, str]:
+    return wait_for(
+        lambda: (r := ready_reason(kyklos, name)) and r[1] == reason and r,
+        timeout=60,
+        what=f"TrainingJob {name} Ready reason {reason}",
+    )
+
+
+def test_a_trainer_no_node_can_fit_says_why_then_fails_at_its_deadline(
+    kyklos: Kyklos, k8s: Any, namespace: str, data_uri: str
+) -> None:
+    """More CPU than any node has: the real scheduler leaves the pod Unschedulable."""
+    make_dataset(kyklos, data_uri)
+    kyklos.create(
+        "trainingjobs",
+        trainingjob("huge", resources={"requests": {"cpu": "1000"}}, activeDeadlineSeconds=20),
+    )
+
+    status, _, message = wait_ready_reason(kyklos, "huge", "PodUnschedulable")
+    (pod,) = pods_of(k8s, namespace, "huge")
+    assert status == "False"
+    assert message.startswith(f"Job huge-train: pod {pod.metadata.name} cannot be scheduled: 0/")
+    assert "Insufficient cpu" in message
+    assert kyklos.status("trainingjobs", "huge")["phase"] in ("Pending", "Running")
+    events = wait_event(k8s, namespace, "huge", "PodUnschedulable")
+    assert ("Warning", "PodUnschedulable", message) in events
+
+    final = wait_phase(kyklos, "huge", "Succeeded", "Failed", timeout=90)
+    assert final["phase"] == "Failed", final
+    ready = ready_reason(kyklos, "huge")
+    assert ready is not None and ready[1] == "DeadlineExceeded"
+    assert f"before that: {message}" in ready[2]
+    reasons = [r for _, r, _ in wait_event(k8s, namespace, "huge", "DeadlineExceeded")]
+    assert reasons.count("PodUnschedulable") == 1, reasons
+
+
+@pytest.mark.sandbox_only
+def test_a_trainer_whose_storage_secret_is_gone_says_so_and_trains_once_it_is_back(
+    kyklos: Kyklos, k8s: Any, namespace: str, data_uri: str
+) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s)
+    secret = {"metadata": {"name": "store-creds"}, "stringData": {"TOKEN": "t"}}
+    core.create_namespaced_secret(namespace, secret)
+    kyklos.create(
+        "datasets",
+        {
+            "metadata": {"name": "train-data"},
+            "spec": {
+                "source": {"uri": data_uri, "format": "csv", "secretRef": {"name": "store-creds"}},
+                "schema": {"features": [{"name": "x", "type": "numeric"}], "target": "label"},
+            },
+        },
+    )
+    wait_for(
+        lambda: kyklos.status("datasets", "train-data").get("phase") == "Ready",
+        timeout=DATASET_TIMEOUT,
+        what="Dataset train-data Ready",
+    )
+    core.delete_namespaced_secret("store-creds", namespace)
+    kyklos.create("trainingjobs", trainingjob("locked", hyperparameters={"accuracy": "0.9"}))
+
+    # The node agent, like a kubelet, keeps the container waiting: CreateContainerConfigError.
+    status, _, message = wait_ready_reason(kyklos, "locked", "PodStartFailed")
+    (pod,) = pods_of(k8s, namespace, "locked")
+    assert status == "False"
+    assert message == (
+        f"Job locked-train: pod {pod.metadata.name} container trainer cannot start: "
+        'CreateContainerConfigError: secret "store-creds" not found'
+    )
+    assert ("Warning", "PodStartFailed", message) in wait_event(
+        k8s, namespace, "locked", "PodStartFailed"
+    )
+
+    core.create_namespaced_secret(namespace, secret)
+    final = wait_phase(kyklos, "locked", "Succeeded", "Failed")
+
+    assert final["phase"] == "Succeeded", final
+    assert final["metrics"]["accuracy"] == 0.9
+    reasons = [r for _, r, _ in wait_event(k8s, namespace, "locked", "Succeeded")]
+    assert reasons.count("PodStartFailed") == 1, reasons  # not one per pod update or resync
