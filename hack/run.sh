@@ -57,7 +57,20 @@ kyklos run --kubeconfig "$KCFG" --all-namespaces --standalone \
 OPERATOR_PID=$!
 echo "kyklos: operator running (log: .operator.log, metrics: http://127.0.0.1:${KYKLOS_METRICS_PORT:-8080}/metrics)"
 
-kubectl apply -f examples/
+# Create the examples; keep the ones that already exist (a sandbox restarted on .sandbox/data,
+# or a cluster that ran them before). Re-applying them is not safe: once the DriftMonitor has
+# promoted a retrained model, churn-model's spec.model is a `uri` the operator wrote, and
+# `kubectl apply` would add the manifest's `fromTrainingJob` beside it, which the API server
+# rejects ("set exactly one of uri and fromTrainingJob").
+if ! created=$(kubectl create --save-config -f examples/ 2>&1); then
+  if printf '%s\n' "$created" | grep -v 'AlreadyExists' | grep -q '^Error'; then
+    printf '%s\n' "$created" >&2; exit 1
+  fi
+fi
+printf '%s\n' "$created" | grep -v 'AlreadyExists' || true
+if printf '%s\n' "$created" | grep -q 'AlreadyExists'; then
+  echo "kyklos: examples that already exist are kept as they are (to start over: kubectl delete -f examples/ while make run runs, or rm -rf .sandbox for a fresh sandbox)"
+fi
 echo
 echo "kyklos: examples applied. In another terminal:"
 echo "  export KUBECONFIG=$KCFG"
