@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kyklos import __version__
@@ -118,6 +119,10 @@ def _run(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"kyklos run: {exc}", file=sys.stderr)
         return 2
+    problem = kubeconfig_problem(args.kubeconfig, os.environ)
+    if problem:
+        print(f"kyklos run: {problem}", file=sys.stderr)
+        return 2
     options = RunOptions(
         namespaces=tuple(args.namespace),
         all_namespaces=not args.namespace,
@@ -128,6 +133,36 @@ def _run(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
     )
     return run(options, cfg)
+
+
+def kubeconfig_problem(explicit: str | None, environ: Mapping[str, str]) -> str | None:
+    """Why ``kyklos run`` can have no credentials, or None when it may have some.
+
+    Without this check a missing file surfaces as the in-cluster fallback's "Service
+    host/port is not set", which names neither the file nor the fix.
+    """
+    if explicit:
+        if Path(explicit).expanduser().is_file():
+            return None
+        return f"--kubeconfig {explicit}: no such file"
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return None  # in a pod: the in-cluster credentials
+    listed = [p for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if listed:
+        if any(Path(p).expanduser().is_file() for p in listed):
+            return None
+        return (
+            f"$KUBECONFIG={environ['KUBECONFIG']} names no existing file, and this is not a pod "
+            "(no in-cluster credentials); point it at a kubeconfig or pass --kubeconfig PATH"
+        )
+    home = environ.get("HOME")
+    default = (Path(home) if home else Path.home()) / ".kube" / "config"
+    if default.is_file():
+        return None
+    return (
+        f"no kubeconfig: $KUBECONFIG is unset, {default} does not exist, and this is not a pod "
+        "(no in-cluster credentials); pass --kubeconfig PATH (make run starts a local sandbox)"
+    )
 
 
 if __name__ == "__main__":
