@@ -466,7 +466,8 @@ def test_a_profile_pod_missing_its_secret_says_so_once_then_profiles_when_it_app
         f"profile Job locked-profile-1: pod {pod.metadata.name} container worker cannot start: "
         'CreateContainerConfigError: secret "late-creds" not found'
     )
-    assert kyklos.status("datasets", "locked")["phase"] == "Pending"  # the phase is unchanged
+    # Its Job exists: Profiling (never Pending again) while the pod waits.
+    assert kyklos.status("datasets", "locked")["phase"] == "Profiling"
     # One Warning Event, with the condition's reason and message (posted after the write).
     wait_for(
         lambda: (

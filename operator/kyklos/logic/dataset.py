@@ -3,11 +3,12 @@
 A Dataset's status always describes one finished profile run (a Job running
 ``kyklos worker profile``) of its current generation, or says that one is under way:
 
-- a new generation gets the Job ``<dataset>-profile-<generation>``: phase Pending (no pod
-  running yet) then Profiling, condition Ready=False reason Profiling; while its pod does not
-  start (``kyklos.logic.pods``: unschedulable, image not pulled, a missing Secret) the reason
-  is PodUnschedulable or PodStartFailed with a message naming the pod and the cause, and it
-  returns to Profiling when the pod recovers;
+- a new generation gets the Job ``<dataset>-profile-<generation>``: phase Pending until that
+  Job is observed, then Profiling until the run's outcome (never back to Pending, whatever
+  its pod does meanwhile), condition Ready=False reason Profiling; while its pod does not
+  start (``kyklos.logic.pods``: unschedulable, image not pulled, a missing Secret) the phase
+  stays Profiling, the reason is PodUnschedulable or PodStartFailed with a message naming
+  the pod and the cause, and it returns to Profiling when the pod recovers;
 - the Job carries the operator's worker deadline (``activeDeadlineSeconds``): a profile that
   is stuck or hangs ends Failed with reason DeadlineExceeded instead of waiting forever;
 - when that Job finishes, its worker's termination message (a ``ProfileSummary``) becomes
@@ -347,7 +348,7 @@ def result_status(
 
 def profiling_status(
     run_name: str,
-    pod_running: bool,
+    job_observed: bool,
     generation: int,
     stored: Mapping[str, Any],
     now: datetime,
@@ -355,9 +356,12 @@ def profiling_status(
 ) -> dict[str, Any]:
     """The status while the first profile run of ``generation`` is under way.
 
+    Phase Pending while its Job is only being created, Profiling once the Job is observed:
+    from then on until the outcome, whether its pod is waiting, running or already finished
+    (the Job is marked complete a moment after its pod ends), so the phase never goes back.
     The last known version and profile stay until the run replaces them; failures of an
     earlier generation's data go (they may not apply to the new spec). With ``stuck`` (its
-    pod does not start) the Ready reason and message say why; the phase is unchanged.
+    pod does not start) the Ready reason and message say why; the phase stays Profiling.
     """
     reason: str = Reason.PROFILING
     message = f"profile Job {run_name} is profiling generation {generation}"
@@ -365,7 +369,7 @@ def profiling_status(
         reason, message = stuck.reason, _clip(f"profile Job {run_name}: {stuck.message}")
     return {
         "observedGeneration": generation,
-        "phase": DatasetPhase.PROFILING if pod_running else DatasetPhase.PENDING,
+        "phase": DatasetPhase.PROFILING if job_observed else DatasetPhase.PENDING,
         "failures": None,
         "jobName": run_name,
         "conditions": set_condition(
@@ -605,7 +609,11 @@ def plan(
             run = 0 if not taken else next_run
             start(run)
             out.status = profiling_status(
-                profile_job_name(meta["name"], generation, run), False, generation, stored, now
+                profile_job_name(meta["name"], generation, run),
+                job_observed=False,
+                generation=generation,
+                stored=stored,
+                now=now,
             )
     elif recorded and latest.name == adopted:
         out.delete += [r.name for r in current if r is not latest]
@@ -640,7 +648,12 @@ def plan(
                 # diagnosis stands; a pod that recovered would be live.
                 stuck = _stored_stuck(stored, latest.name)
             out.status = profiling_status(
-                latest.name, latest.pod_running, generation, stored, now, stuck
+                latest.name,
+                job_observed=True,
+                generation=generation,
+                stored=stored,
+                now=now,
+                stuck=stuck,
             )
             if latest.finished:
                 out.requeue_after = MESSAGE_GRACE_SECONDS

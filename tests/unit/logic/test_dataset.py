@@ -363,6 +363,60 @@ def test_profiling_while_the_pod_runs_without_a_new_event() -> None:
     assert result.events == []
 
 
+def _gen2(state: str = "running") -> dict[str, Any]:
+    return job("churn-profile-2", generation=2, state=state)
+
+
+# A spec edit of a Ready Dataset, observed step by step (each row after the previous row's
+# status was written): (jobs, pods of churn-profile-2, phase, Ready reason). The phase goes
+# Pending -> Profiling -> Ready | Failed and never back: the Job controller marks the Job
+# complete a moment after its pod ends, and in between the Dataset is still Profiling.
+PHASE_STORIES: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]], str, str]]] = {
+    "ready": [
+        ([], [], "Pending", "Profiling"),  # the reconcile that creates churn-profile-2
+        ([_gen2("pending")], [], "Profiling", "Profiling"),  # created, not started yet
+        ([_gen2()], [pod(_gen2(), "Pending")], "Profiling", "Profiling"),
+        ([_gen2()], [pod(_gen2(), "Running")], "Profiling", "Profiling"),
+        ([_gen2()], [pod(_gen2(), "Succeeded", summary("v2"))], "Profiling", "Profiling"),
+        (
+            [_gen2("succeeded")],
+            [pod(_gen2("succeeded"), "Succeeded", summary("v2"))],
+            "Ready",
+            "Profiled",
+        ),
+    ],
+    "failed": [
+        ([], [], "Pending", "Profiling"),
+        ([_gen2()], [pod(_gen2(), "Running")], "Profiling", "Profiling"),
+        (
+            [_gen2()],
+            [pod(_gen2(), "Failed", failure_summary("EmptySource", "x.csv: no rows"))],
+            "Profiling",
+            "Profiling",
+        ),
+        (
+            [_gen2("failed")],
+            [pod(_gen2("failed"), "Failed", failure_summary("EmptySource", "x.csv: no rows"))],
+            "Failed",
+            "EmptySource",
+        ),
+    ],
+}
+
+
+@pytest.mark.parametrize("story", sorted(PHASE_STORIES))
+def test_a_spec_edit_goes_pending_then_profiling_until_the_outcome_never_back(story: str) -> None:
+    body, j1, p1 = ready_body()
+    body["metadata"]["generation"] = 2
+    for jobs, pods, phase, reason in PHASE_STORIES[story]:
+        result = decide(body, [j1, *jobs], [p1, *pods])
+        assert result.status, (phase, reason)
+        body = settle(body, result)
+        ready = ready_condition(body["status"])
+        assert (body["status"]["phase"], ready["reason"]) == (phase, reason), (jobs, pods)
+        assert body["status"]["observedGeneration"] == 2
+
+
 def test_a_good_profile_makes_the_dataset_ready_with_version_rows_and_features() -> None:
     body = settle(dataset(), decide(dataset(), []))
     result = decide(
@@ -610,10 +664,10 @@ P = "pod churn-profile-1-abcde"
 # (pods of the run, phase, Ready reason, message contains, Events (reason, warning)) in order:
 # each row is observed after the previous row's status was written.
 STUCK_STORY: list[tuple[list[dict[str, Any]], str, str, str, list[tuple[str, bool]]]] = [
-    ([], "Pending", "Profiling", "is profiling generation 1", []),
+    ([], "Profiling", "Profiling", "is profiling generation 1", []),
     (
         [stuck(J1, unschedulable=UNSCHEDULABLE)],
-        "Pending",
+        "Profiling",
         "PodUnschedulable",
         f"profile Job churn-profile-1: {P} cannot be scheduled: {UNSCHEDULABLE}",
         [("PodUnschedulable", True)],
@@ -621,14 +675,14 @@ STUCK_STORY: list[tuple[list[dict[str, Any]], str, str, str, list[tuple[str, boo
     # The scheduler rewords its message: the status follows, no second Event.
     (
         [stuck(J1, unschedulable="0/3 nodes are available: 3 Insufficient cpu.")],
-        "Pending",
+        "Profiling",
         "PodUnschedulable",
         "0/3 nodes are available",
         [],
     ),
     (
         [stuck(J1, waiting='CreateContainerConfigError: secret "creds" not found')],
-        "Pending",
+        "Profiling",
         "PodStartFailed",
         f'{P} container worker cannot start: CreateContainerConfigError: secret "creds" not found',
         [("PodStartFailed", True)],
