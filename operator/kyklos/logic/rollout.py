@@ -48,6 +48,9 @@ selects both Deployments.
 - A model changed mid-canary restarts the canary at step 0 with the newest model (the old
   rollout's history outcome: Superseded; Event CanaryRestarted). Changed back to the stable
   model, the canary is removed (Superseded).
+- Starting a rollout (rolling update or canary) ends every other rollout still InProgress
+  as Superseded, e.g. a first deployment not yet rolled out when a new model's canary
+  starts: every started rollout ends Promoted, RolledBack, Degraded or Superseded.
 - A model not resolvable yet (``fromTrainingJob`` not accepted) leaves the stable
   untouched, removes any canary, and sets phase Pending, Ready=False reason ModelNotReady.
 
@@ -519,8 +522,9 @@ class CanaryPlan:
 
 @dataclass(frozen=True)
 class RolloutMetric:
-    """A rollout counter increment (``started``, ``promoted``, ``rolled_back``, ``degraded``).
+    """A rollout counter increment: a rollout started, or how one ended.
 
+    ``event``: ``started``, ``promoted``, ``rolled_back``, ``degraded`` or ``superseded``;
     ``seconds`` is the rollout's duration when it ended.
     """
 
@@ -606,10 +610,31 @@ class _History:
         record = self.current(uri)
         if record is None:
             return None
-        record["outcome"] = outcome.value
-        record["endTime"] = rfc3339(now)
-        record["message"] = message[:1024]
-        return _seconds_since(record.get("startTime"), now)
+        return _close(record, outcome, now, message)
+
+    def supersede_others(
+        self, uri: str, strategy: str, now: datetime, message: str
+    ) -> list[float | None]:
+        """Close as Superseded every InProgress record but ``uri``'s by ``strategy``.
+
+        Their durations in seconds (None where a record has no readable start time).
+        """
+        return [
+            _close(record, RolloutOutcome.SUPERSEDED, now, message)
+            for record in self.records
+            if record.get("outcome") == RolloutOutcome.IN_PROGRESS.value
+            and (record.get("model"), record.get("strategy")) != (uri, strategy)
+        ]
+
+
+def _close(
+    record: dict[str, Any], outcome: RolloutOutcome, now: datetime, message: str
+) -> float | None:
+    """End the history ``record`` with ``outcome``; its duration in seconds."""
+    record["outcome"] = outcome.value
+    record["endTime"] = rfc3339(now)
+    record["message"] = message[:1024]
+    return _seconds_since(record.get("startTime"), now)
 
 
 def _conditions(
@@ -775,6 +800,13 @@ class _Rollout:
             self.metrics.append(RolloutMetric("superseded", seconds))
 
     def _start(self, model: ResolvedModel, strategy: StrategyType) -> None:
+        # A rollout the spec no longer wants (say a first deployment not rolled out yet when
+        # a canary starts) ends here, or its record would stay InProgress forever.
+        how = "a canary of model" if strategy == StrategyType.CANARY else "a rolling update to"
+        for seconds in self.history.supersede_others(
+            model.uri, strategy.value, self.now, f"superseded by {how} {model.uri}"
+        ):
+            self.metrics.append(RolloutMetric("superseded", seconds))
         # Idempotent: after a crash between the status write and the child writes, the
         # same rollout is started again without a second history record.
         self.status["rolloutStartTime"] = rfc3339(self.now)

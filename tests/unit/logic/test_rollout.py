@@ -522,11 +522,17 @@ def test_canary_losing_readiness_restarts_the_pause() -> None:
     assert back.status["step"] == 0 and back.requeue_after == 30
 
 
-def walk(spec: ModelDeploymentSpec, stable_replicas: int = 4) -> list[rollout.Decision]:
-    """Drive a healthy canary to the end: a world that does what each decision asks."""
-    status: dict[str, Any] = {"stableModel": M1.uri, "phase": "Available"}
-    stable_model, canary = M1, None
-    now = T0
+def walk(
+    spec: ModelDeploymentSpec,
+    stable_replicas: int = 4,
+    *,
+    status: dict[str, Any] | None = None,
+    now: datetime = T0,
+) -> list[rollout.Decision]:
+    """Drive a healthy rollout to the end: a world that does what each decision asks."""
+    status = status if status is not None else {"stableModel": M1.uri, "phase": "Available"}
+    stable_model: ResolvedModel = M1
+    canary: CanaryPlan | None = None
     decisions = []
     for _ in range(30):
         observed = Observed(
@@ -541,7 +547,7 @@ def walk(spec: ModelDeploymentSpec, stable_replicas: int = 4) -> list[rollout.De
         if decision.phase == "Available" and canary is None:
             return decisions
         now += timedelta(seconds=decision.requeue_after or 1)
-    raise AssertionError("the canary never finished")
+    raise AssertionError("the rollout never finished")
 
 
 def test_healthy_canary_walks_every_step_and_is_promoted() -> None:
@@ -714,6 +720,51 @@ def test_model_changed_mid_canary_restarts_the_canary_with_the_newest_model() ->
     assert [e.reason for e in restarted.events] == ["CanaryRestarted", "CanaryStarted"]
     outcomes = [(h["model"], h["outcome"]) for h in restarted.status["history"]]
     assert outcomes == [(M2.uri, "Superseded"), (M3.uri, "InProgress")]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "superseded_by"),
+    [
+        ({"type": "Canary", "steps": [{"weight": 50, "pause": "0s"}]}, "a canary of model"),
+        ({"type": "RollingUpdate"}, "a rolling update to"),
+    ],
+)
+def test_a_new_rollout_supersedes_a_first_deployment_still_in_progress(
+    strategy: dict[str, Any], superseded_by: str
+) -> None:
+    """Every rollout started ends: none stays InProgress once a newer one took over."""
+    first = run(make_spec(model={"uri": M1.uri, "version": M1.version}), Observed())
+    assert [(h["model"], h["outcome"]) for h in first.status["history"]] == [(M1.uri, "InProgress")]
+    # M2 arrives while the first deployment's stable has 2 of 4 replicas ready.
+    spec = make_spec(strategy=strategy)
+    started = run(
+        spec,
+        Observed(stable=deployment("stable", M1, 4, ready=2)),
+        first.status,
+        T0 + timedelta(seconds=30),
+    )
+    assert [(h["model"], h["strategy"], h["outcome"]) for h in started.status["history"]] == [
+        (M1.uri, "RollingUpdate", "Superseded"),
+        (M2.uri, strategy["type"], "InProgress"),
+    ]
+    closed = started.status["history"][0]
+    assert closed["endTime"] == "2026-11-23T12:00:30Z"
+    assert closed["message"] == f"superseded by {superseded_by} {M2.uri}"
+    # Counted and timed like a superseded canary.
+    assert [(m.event, m.seconds) for m in started.metrics] == [
+        ("superseded", 30.0),
+        ("started", None),
+    ]
+
+    decisions = walk(spec, status=started.status, now=T0 + timedelta(seconds=31))
+    final = decisions[-1]
+    assert [(h["model"], h["outcome"]) for h in final.status["history"]] == [
+        (M1.uri, "Superseded"),
+        (M2.uri, "Promoted"),
+    ]
+    events = [m.event for d in [first, started, *decisions] for m in d.metrics]
+    assert events.count("started") == 2
+    assert events.count("superseded") + events.count("promoted") == 2
 
 
 def test_model_set_back_to_stable_mid_canary_removes_the_canary() -> None:
