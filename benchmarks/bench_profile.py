@@ -66,7 +66,7 @@ def main() -> None:
         )
         spec = DatasetSpec.model_validate(
             {
-                "source": {"uri": str(data)},
+                "source": {"uri": data.as_uri()},
                 "schema": {
                     "features": [{"name": f"num_{i}", "type": "numeric"} for i in range(NUMERIC)]
                     + [{"name": f"cat_{i}", "type": "categorical"} for i in range(CATEGORICAL)]

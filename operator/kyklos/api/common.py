@@ -37,6 +37,11 @@ ObjectName = Annotated[
     StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", min_length=1, max_length=253),
 ]
 
+#: The storage schemes the data-plane workers read (fsspec; s3/gs need the image's extras).
+DATA_URI_PATTERN = r"^(file|s3|gs|https?|pvc)://"
+#: Where data lives: a URI (or glob) on one of the supported stores.
+DataUri = Annotated[str, StringConstraints(pattern=DATA_URI_PATTERN, min_length=1, max_length=2048)]
+
 #: A resource quantity (``500m``, ``2Gi``, ``1``) as Kubernetes accepts it.
 QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 Quantity = Annotated[

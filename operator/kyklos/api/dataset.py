@@ -10,6 +10,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from kyklos.api.common import (
     Conditions,
+    DataUri,
     Duration,
     KyklosModel,
     LocalObjectReference,
@@ -53,10 +54,10 @@ class VersionSource(StrEnum):
 class DataSource(KyklosModel):
     """Where the data lives and how to read it."""
 
-    uri: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+    uri: DataUri = Field(
         description=(
             "URI of the data: file:///path, s3://bucket/key, gs://bucket/key, https://host/path "
-            "or pvc://<claim>/<path> (the claim is mounted into the profiling pod)."
+            "(or http://) or pvc://<claim>/<path> (the claim is mounted into the profiling pod)."
         )
     )
     format: DataFormat | None = Field(

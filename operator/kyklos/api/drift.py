@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 from kyklos.api.common import (
     CelRule,
     Conditions,
+    DataUri,
     Duration,
     KyklosModel,
     LocalObjectReference,
@@ -99,8 +100,11 @@ class Reference(KyklosModel):
 class CurrentSource(KyklosModel):
     """Production data files to compare against the reference."""
 
-    uri: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
-        description="URI or glob of the files, e.g. pvc://logs/scoring/*.csv or s3://b/p/*.parquet."
+    uri: DataUri = Field(
+        description=(
+            "URI or glob of the files on file://, s3://, gs://, http(s):// or pvc://, e.g. "
+            "pvc://logs/scoring/*.csv or s3://b/p/*.parquet."
+        )
     )
     format: DataFormat | None = Field(
         default=None, description="csv, parquet or jsonl. Default: from the extension."

@@ -194,6 +194,14 @@ BAD = [
     # Dataset
     Case("dataset-no-uri", "Dataset", {"spec.source.uri": DELETE}, at="spec.source.uri"),
     Case("dataset-empty-uri", "Dataset", {"spec.source.uri": ""}, at="spec.source.uri"),
+    Case("dataset-ftp-uri", "Dataset", {"spec.source.uri": "ftp://x/y.csv"}, at="spec.source.uri"),
+    Case("dataset-bare-path", "Dataset", {"spec.source.uri": "/data/y.csv"}, at="spec.source.uri"),
+    Case(
+        "drift-ftp-uri",
+        "DriftMonitor",
+        {"spec.current.source": {"uri": "ftp://logs/*.csv"}},
+        at="spec.current.source.uri",
+    ),
     Case("dataset-format-enum", "Dataset", {"spec.source.format": "xlsx"}, at="spec.source.format"),
     Case("dataset-no-features", "Dataset", {"spec.schema.features": []}, at="spec.schema.features"),
     Case(

@@ -30,7 +30,7 @@ def reference(
 ) -> ProfileSummary:
     """A profiled reference Dataset (2,000 rows, sample of 1,000)."""
     path = write(make_table(2000, seed=10), tmp_path / "ref.csv", "csv")
-    spec = dataset_spec(str(path), profile={"sampleSize": 1000})
+    spec = dataset_spec(path.as_uri(), profile={"sampleSize": 1000})
     log = tmp_path / "ref-log"
     assert (
         main(
@@ -57,7 +57,7 @@ def reference(
 def monitor_spec(**overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "reference": {"datasetRef": {"name": "ref"}},
-        "current": {"source": {"uri": "/unused/*.csv", "window": 1}},
+        "current": {"source": {"uri": "file:///unused/*.csv", "window": 1}},
         "sampleSize": 1000,
     }
     spec.update(overrides)

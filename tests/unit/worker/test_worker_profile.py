@@ -58,7 +58,7 @@ def test_a_good_dataset_is_versioned_profiled_and_sampled(
 ) -> None:
     table = make_table(400, null_every=10)
     path = write(table, tmp_path / f"data.{fmt}", fmt)
-    code, summary, _ = run(tmp_path, dataset_spec(str(path)), capsys)
+    code, summary, _ = run(tmp_path, dataset_spec(path.as_uri()), capsys)
 
     assert code == 0 and summary.ok and summary.reason is None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -96,15 +96,15 @@ def test_the_sample_is_deterministic_and_the_version_follows_the_content(
     dataset_spec: Spec,
 ) -> None:
     path = write(make_table(300), tmp_path / "data.csv", "csv")
-    _, first, _ = run(tmp_path, dataset_spec(str(path)), capsys)
+    _, first, _ = run(tmp_path, dataset_spec(path.as_uri()), capsys)
     sample_path = Path(str(first.sample_uri).removeprefix("file://"))
     first_sample = pq.read_table(sample_path)
-    _, again, _ = run(tmp_path, dataset_spec(str(path)), capsys)
+    _, again, _ = run(tmp_path, dataset_spec(path.as_uri()), capsys)
     assert again.version == first.version
     assert pq.read_table(sample_path).equals(first_sample)
 
     write(make_table(300, seed=1), path, "csv")
-    _, changed, _ = run(tmp_path, dataset_spec(str(path)), capsys)
+    _, changed, _ = run(tmp_path, dataset_spec(path.as_uri()), capsys)
     assert changed.ok and changed.version != first.version
 
 
@@ -116,7 +116,7 @@ def test_a_missing_column_fails_with_the_schema_rule_naming_it(
     dataset_spec: Spec,
 ) -> None:
     path = write(make_table(50).drop_columns(["income"]), tmp_path / "d.csv", "csv")
-    code, summary, err = run(tmp_path, dataset_spec(str(path)), capsys)
+    code, summary, err = run(tmp_path, dataset_spec(path.as_uri()), capsys)
     assert code == 1 and not summary.ok
     assert summary.reason == "SchemaMismatch"
     assert [(f.rule, f.feature) for f in summary.failures] == [("schema", "income")]
@@ -132,7 +132,7 @@ def test_a_missing_target_is_a_schema_failure(
     dataset_spec: Spec,
 ) -> None:
     path = write(make_table(50).drop_columns(["label"]), tmp_path / "d.parquet", "parquet")
-    code, summary, _ = run(tmp_path, dataset_spec(str(path)), capsys)
+    code, summary, _ = run(tmp_path, dataset_spec(path.as_uri()), capsys)
     assert code == 1
     assert summary.failures[0].feature == "label"
     assert "target label" in summary.failures[0].message
@@ -146,7 +146,7 @@ def test_too_many_nulls_fails_max_null_fraction_naming_feature_and_limit(
     dataset_spec: Spec,
 ) -> None:
     path = write(make_table(100, null_every=4), tmp_path / "d.csv", "csv")
-    spec = dataset_spec(str(path), validation={"maxNullFraction": 0.1})
+    spec = dataset_spec(path.as_uri(), validation={"maxNullFraction": 0.1})
     code, summary, _ = run(tmp_path, spec, capsys)
     assert code == 1 and summary.reason == "ValidationFailed"
     assert [(f.rule, f.feature) for f in summary.failures] == [("maxNullFraction", "income")]
@@ -163,7 +163,7 @@ def test_a_per_feature_null_limit_overrides_the_dataset_limit(
     dataset_spec: Spec,
 ) -> None:
     path = write(make_table(100, null_every=4), tmp_path / "d.csv", "csv")
-    spec = dataset_spec(str(path), validation={"maxNullFraction": 0.1})
+    spec = dataset_spec(path.as_uri(), validation={"maxNullFraction": 0.1})
     spec["schema"]["features"][1]["maxNullFraction"] = 0.5
     code, summary, _ = run(tmp_path, spec, capsys)
     assert code == 0 and summary.ok
@@ -177,7 +177,9 @@ def test_too_few_rows_fails_min_rows(
     dataset_spec: Spec,
 ) -> None:
     path = write(make_table(10), tmp_path / "d.jsonl", "jsonl")
-    code, summary, _ = run(tmp_path, dataset_spec(str(path), validation={"minRows": 11}), capsys)
+    code, summary, _ = run(
+        tmp_path, dataset_spec(path.as_uri(), validation={"minRows": 11}), capsys
+    )
     assert code == 1 and summary.reason == "ValidationFailed"
     assert summary.failures[0].rule == "minRows" and "10 rows" in summary.failures[0].message
 
@@ -187,7 +189,7 @@ def test_a_non_numeric_value_fails_the_type_rule(
 ) -> None:
     path = tmp_path / "d.csv"
     path.write_text("age,income,city,label\n1,2,x,0\n3,lots,y,1\n")
-    code, summary, _ = run(tmp_path, dataset_spec(str(path)), capsys)
+    code, summary, _ = run(tmp_path, dataset_spec(path.as_uri()), capsys)
     assert code == 1 and summary.reason == "SchemaMismatch"
     assert (summary.failures[0].rule, summary.failures[0].feature) == ("type", "income")
     assert "'lots'" in summary.failures[0].message
@@ -196,7 +198,7 @@ def test_a_non_numeric_value_fails_the_type_rule(
 def test_an_unreadable_uri_exits_2_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], dataset_spec: Spec
 ) -> None:
-    uri = str(tmp_path / "nowhere.csv")
+    uri = (tmp_path / "nowhere.csv").as_uri()
     code, summary, err = run(tmp_path, dataset_spec(uri), capsys)
     assert code == 2 and summary.reason == "SourceUnreachable"
     assert uri in (summary.message or "") and uri in err
@@ -210,7 +212,7 @@ def test_a_file_in_the_wrong_format_exits_2_with_format_error(
     dataset_spec: Spec,
 ) -> None:
     path = write(make_table(10), tmp_path / "d.csv", "csv")
-    spec = dataset_spec(str(path))
+    spec = dataset_spec(path.as_uri())
     spec["source"]["format"] = "parquet"
     code, summary, _ = run(tmp_path, spec, capsys)
     assert code == 2 and summary.reason == "FormatError" and str(path) in (summary.message or "")
@@ -221,10 +223,10 @@ def test_an_empty_source_says_so(
 ) -> None:
     header_only = tmp_path / "h.csv"
     header_only.write_text("age,income,city,label\n")
-    code, summary, _ = run(tmp_path, dataset_spec(str(header_only)), capsys)
+    code, summary, _ = run(tmp_path, dataset_spec(header_only.as_uri()), capsys)
     assert code == 1 and summary.reason == "EmptySource" and summary.rows == 0
     (tmp_path / "e.csv").write_text("")
-    code, summary, _ = run(tmp_path, dataset_spec(str(tmp_path / "e.csv")), capsys)
+    code, summary, _ = run(tmp_path, dataset_spec((tmp_path / "e.csv").as_uri()), capsys)
     assert code == 1 and summary.reason == "EmptySource"
 
 
@@ -265,7 +267,10 @@ def test_pvc_sources_and_artifact_stores_resolve_under_the_mount_root(
 def test_an_invalid_spec_is_one_line_naming_the_field(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec = {"source": {"uri": "x.csv"}, "schema": {"features": [{"name": "a", "type": "text"}]}}
+    spec = {
+        "source": {"uri": "file:///x.csv"},
+        "schema": {"features": [{"name": "a", "type": "text"}]},
+    }
     code, summary, err = run(tmp_path, spec, capsys)
     assert code == 2 and summary.reason == "InvalidSpec"
     assert "schema.features.0.type" in (summary.message or "")
@@ -284,7 +289,7 @@ def test_no_termination_log_file_is_a_warning_not_a_crash(
         [
             "profile",
             "--spec",
-            json.dumps(dataset_spec(str(path))),
+            json.dumps(dataset_spec(path.as_uri())),
             "--namespace",
             "n",
             "--name",
@@ -305,7 +310,7 @@ def test_a_file_with_none_of_the_declared_columns_lists_each_and_claims_no_row_c
 ) -> None:
     path = tmp_path / "d.csv"
     path.write_text("x,y\n1,2\n3,4\n")
-    code, summary, _ = run(tmp_path, dataset_spec(str(path)), capsys)
+    code, summary, _ = run(tmp_path, dataset_spec(path.as_uri()), capsys)
     assert code == 1 and summary.reason == "SchemaMismatch"
     assert [f.feature for f in summary.failures] == ["age", "income", "city", "label"]
     assert {f.rule for f in summary.failures} == {"schema"}
@@ -322,8 +327,8 @@ def test_the_worker_process_exits_with_the_contract_code_and_no_traceback(
     good = write(make_table(50), tmp_path / "good.csv", "csv")
     log = tmp_path / "termination-log"
     for uri, expected_code, reason in [
-        (str(good), 0, None),
-        (str(tmp_path / "missing.csv"), 2, "SourceUnreachable"),
+        (good.as_uri(), 0, None),
+        ((tmp_path / "missing.csv").as_uri(), 2, "SourceUnreachable"),
     ]:
         proc = subprocess.run(
             [
@@ -352,3 +357,28 @@ def test_the_worker_process_exits_with_the_contract_code_and_no_traceback(
         assert summary.reason == reason
         assert "Traceback" not in proc.stderr
         assert proc.stderr.count("\n") == (0 if expected_code == 0 else 1)
+
+
+def test_an_unexpected_error_still_leaves_a_termination_message(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    make_table: MakeTable,
+    write: Write,
+    dataset_spec: Spec,
+) -> None:
+    """The operator only sees the termination message: a worker bug must not leave it empty."""
+    import kyklos.worker.cli as worker_cli
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("boom at s3://KEY:SECRET@bucket/x.csv\nsecond line")
+
+    monkeypatch.setattr(worker_cli, "run_profile", broken)
+    path = write(make_table(5), tmp_path / "d.csv", "csv")
+    code, summary, err = run(tmp_path, dataset_spec(path.as_uri()), capsys)
+    assert code == worker_cli.EXIT_INTERNAL
+    assert not summary.ok and summary.reason == "ProfileJobFailed"
+    assert summary.message == (
+        "internal error in kyklos worker profile: RuntimeError: boom at s3://***@bucket/x.csv"
+    )
+    assert "SECRET" not in err
