@@ -62,6 +62,8 @@ class ProfileReason(StrEnum):
     FORMAT_ERROR = "FormatError"
     EMPTY_SOURCE = "EmptySource"
     INVALID_SPEC = "InvalidSpec"
+    #: The worker itself failed (an unexpected error; the message says which).
+    PROFILE_JOB_FAILED = "ProfileJobFailed"
 
 
 class DriftErrorReason(StrEnum):
@@ -73,6 +75,8 @@ class DriftErrorReason(StrEnum):
     SCHEMA_MISMATCH = "SchemaMismatch"
     INVALID_DATA = "InvalidData"
     INVALID_SPEC = "InvalidSpec"
+    #: The worker itself failed (an unexpected error; the message says which).
+    CHECK_FAILED = "CheckFailed"
 
 
 class _Summary(BaseModel):

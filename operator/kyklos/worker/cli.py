@@ -21,6 +21,7 @@ from kyklos.api.dataset import DatasetSpec
 from kyklos.api.drift import DriftMonitorSpec
 from kyklos.api.reports import DriftErrorReason, DriftSummary, ProfileReason, ProfileSummary
 from kyklos.worker.drift import CurrentInput, run_drift
+from kyklos.worker.io import describe_error, redact
 from kyklos.worker.profile import run_profile
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -126,10 +127,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # the worker's boundary: one line, not a traceback
         if os.environ.get("KYKLOS_DEBUG"):
             raise
-        print(
-            f"error: internal error in kyklos worker {args.command}: {type(err).__name__}: {err}",
-            file=sys.stderr,
+        message = redact(
+            f"internal error in kyklos worker {args.command}: {type(err).__name__}: "
+            f"{describe_error(err)}"
         )
+        # The termination message is all the operator (and the user's status) will see.
+        summary: ProfileSummary | DriftSummary = (
+            ProfileSummary(ok=False, reason=ProfileReason.PROFILE_JOB_FAILED, message=message)
+            if args.command == "profile"
+            else DriftSummary(ok=False, reason=DriftErrorReason.CHECK_FAILED, message=message)
+        )
+        _emit(summary, args.termination_log)
         return EXIT_INTERNAL
 
 

@@ -162,6 +162,8 @@ def resolve(uri: str) -> Location:
         fs, path = fsspec.core.url_to_fs(uri)
     except (ValueError, ImportError) as err:
         raise SourceError("SourceUnreachable", f"{uri}: unsupported URI ({err})") from None
+    except OSError as err:  # filesystems that connect when created (DNS, refused, ...)
+        raise SourceError("SourceUnreachable", f"{uri}: {describe_error(err)}") from None
     return Location(uri, fs, path)
 
 

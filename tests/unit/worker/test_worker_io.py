@@ -257,3 +257,19 @@ def test_credentials_in_uris_never_reach_error_messages() -> None:
     assert wio.redact("s3://bucket/key.csv and /plain/path.csv") == (
         "s3://bucket/key.csv and /plain/path.csv"
     )
+
+
+def test_a_filesystem_that_cannot_connect_is_source_unreachable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Some fsspec filesystems (ftp, sftp, ...) connect when created: DNS or refused
+    connections surface from url_to_fs as OSError and must not become internal errors."""
+
+    def unreachable(uri: str, **_: object) -> object:
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", unreachable)
+    with pytest.raises(wio.SourceError) as err:
+        wio.resolve("https://nowhere.invalid/x.csv")
+    assert err.value.reason == "SourceUnreachable"
+    assert "https://nowhere.invalid/x.csv" in str(err.value)
