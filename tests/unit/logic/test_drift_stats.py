@@ -268,3 +268,52 @@ def test_infinities_are_dropped_like_nulls() -> None:
     result = ds.numeric_drift(ref, cur)
     assert (result.reference_nulls, result.current_nulls) == (2, 1)
     assert _close(result.wasserstein, float(stats.wasserstein_distance([1, 2, 3], [1.5, 2.5])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ref=st.one_of(small_samples, tied_samples),
+    cur=st.one_of(small_samples, tied_samples),
+    block=st.integers(1, 4),
+)
+def test_ks_statistic_bounded_by_blocks_is_exact(
+    ref: np.ndarray, cur: np.ndarray, block: int
+) -> None:
+    # Small blocks make the block bounds (and the merge fallback) run on small samples.
+    ref, cur = np.sort(ref), np.sort(cur)
+    ks = ds.ks_statistic_from_sorted(ref, cur, block=block)
+    assert ks == ds.ks_statistic_from_sorted(ref, cur, block=10**6)  # direct, no blocks
+    assert _close(ks, float(stats.ks_2samp(ref, cur).statistic))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(1, 3_000),
+    factor=st.sampled_from([1, 2, 3]),
+    extra=st.integers(0, 5),
+    rounded=st.booleans(),
+)
+def test_wasserstein_over_quantile_cells_agrees_with_scipy_for_related_sizes(
+    seed: int, m: int, factor: int, extra: int, rounded: bool
+) -> None:
+    # Equal sizes, multiples and near-multiples: cells that coincide, nest or straddle.
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(size=factor * m + extra)
+    cur = rng.normal(loc=0.1, size=m)
+    if rounded:
+        ref, cur = np.round(ref, 1), np.round(cur, 1)
+    for a, b in ((ref, cur), (cur, ref)):
+        w1 = ds.wasserstein_from_sorted(np.sort(a), np.sort(b))
+        assert _close(w1, float(stats.wasserstein_distance(a, b)))
+
+
+def test_nearly_identical_samples_fall_back_to_a_merge_with_the_same_statistic() -> None:
+    # Identical samples: every block's bound beats the best value (0), so no pruning.
+    ref = np.sort(np.random.default_rng(7).normal(size=20_000))
+    assert ds.ks_statistic_from_sorted(ref, ref.copy()) == 0.0
+    cur = np.sort(np.concatenate([ref[:-1], [ref[-1] + 1.0]]))
+    assert ds._largest_cdf_excess(ref, cur, ds.KS_BLOCK) is None  # pruning gave up
+    ks = ds.ks_statistic_from_sorted(ref, cur)
+    assert ks == 1 / 20_000
+    assert _close(ks, float(stats.ks_2samp(ref, cur).statistic))
