@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from kyklos.controllers import config
-    from kyklos.controllers.operator import RunOptions, run
+    from kyklos.controllers.operator import RunOptions, listen_problem, run
 
     try:
         cfg = config.OperatorConfig.from_env(
@@ -132,6 +132,10 @@ def _run(args: argparse.Namespace) -> int:
         peering=args.peering,
         kubeconfig=args.kubeconfig,
     )
+    problem = listen_problem(options)
+    if problem:
+        print(f"kyklos run: {problem}", file=sys.stderr)
+        return 2
     return run(options, cfg)
 
 

@@ -1,9 +1,11 @@
 """`kyklos run`: serves /metrics and /healthz, stops cleanly on SIGTERM, and refuses to start
-with one clear line when it lacks permissions."""
+with one clear line when it lacks permissions or its ports are taken."""
 
 from __future__ import annotations
 
+import socket
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -42,3 +44,33 @@ def test_bad_config_is_one_line_not_a_traceback(level: str, operator: Any) -> No
     proc = operator({"KYKLOS_LOG_LEVEL": level}, wait_healthy=False)
     assert proc.proc.wait(timeout=60) == 2
     assert "KYKLOS_LOG_LEVEL" in proc.log() and "Traceback" not in proc.log()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port on 0.0.0.0 something else is listening on."""
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("which", ["metrics", "liveness"])
+def test_a_taken_port_exits_2_with_one_line_naming_it_and_its_flag(
+    which: str, taken_port: int, operator: Any
+) -> None:
+    if which == "metrics":
+        args = ["--metrics-port", str(taken_port)]  # the last --metrics-port wins
+        expected = (
+            f"kyklos run: cannot listen on 0.0.0.0:{taken_port} for metrics "
+            "(--metrics-port; KYKLOS_METRICS_PORT with make run): address already in use"
+        )
+    else:
+        args = ["--liveness", f"http://127.0.0.1:{taken_port}/healthz"]
+        expected = (
+            f"kyklos run: cannot listen on 127.0.0.1:{taken_port} for the liveness endpoint "
+            "(--liveness; KYKLOS_HEALTH_PORT with make run): address already in use"
+        )
+    proc = operator(wait_healthy=False, extra_args=args)
+    assert proc.proc.wait(timeout=60) == 2
+    assert proc.log().strip().splitlines() == [expected]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
+import socket
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,8 +37,74 @@ class RunOptions:
     kubeconfig: str | None = None
 
 
+#: Where /metrics listens (prometheus_client's start_http_server default address).
+METRICS_ADDRESS = "0.0.0.0"
+#: What picks each port: the flag, and the variable `make run` (hack/run.sh) passes to it.
+METRICS_SETTING = "--metrics-port; KYKLOS_METRICS_PORT with make run"
+LIVENESS_SETTING = "--liveness; KYKLOS_HEALTH_PORT with make run"
+
+
 class PreflightError(RuntimeError):
     """The cluster is not ready for the operator; the message says what is missing."""
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why a server cannot listen on ``host:port`` right now (``address already in use``)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc.strerror or exc}"
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            # As both servers do: a port left in TIME_WAIT by a previous run is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL and len(infos) > 1:
+                    continue  # that address family is off here; asyncio skips it too
+                return (exc.strerror or str(exc)).lower()
+    return None
+
+
+def _cannot_listen(host: str, port: int, purpose: str, setting: str, why: str) -> str:
+    return f"cannot listen on {_where(host, port)} for {purpose} ({setting}): {why}"
+
+
+def listen_problem(options: RunOptions) -> str | None:
+    """Why the operator cannot serve /metrics or its liveness endpoint where asked, or None.
+
+    Checked before kopf starts: otherwise a taken metrics port is an OSError traceback and a
+    taken liveness port surfaces as kopf connection errors and then a traceback.
+    """
+    if options.metrics_port:
+        if not 0 < options.metrics_port <= 65535:
+            return f"--metrics-port {options.metrics_port}: not a port (1-65535, or 0 for none)"
+        why = _bind_problem(METRICS_ADDRESS, options.metrics_port)
+        if why:
+            return _cannot_listen(
+                METRICS_ADDRESS, options.metrics_port, "metrics", METRICS_SETTING, why
+            )
+    if options.liveness:
+        # Parsed as kopf's health reporter does (host localhost and port 80 by default).
+        parts = urllib.parse.urlsplit(options.liveness)
+        try:
+            port = parts.port or 80
+        except ValueError as exc:
+            return f"--liveness {options.liveness}: {exc}"
+        if parts.scheme != "http":
+            return f"--liveness {options.liveness}: only http:// endpoints are served"
+        host = parts.hostname or "localhost"
+        why = _bind_problem(host, port)
+        if why:
+            return _cannot_listen(host, port, "the liveness endpoint", LIVENESS_SETTING, why)
+    return None
 
 
 def preflight(namespaces: Sequence[str]) -> None:
@@ -143,7 +212,13 @@ def run(options: RunOptions, cfg: config.OperatorConfig) -> int:
     )
 
     if options.metrics_port:
-        start_http_server(options.metrics_port)
+        try:
+            start_http_server(options.metrics_port, addr=METRICS_ADDRESS)
+        except OSError as exc:  # taken since listen_problem() looked
+            why = (exc.strerror or str(exc)).lower()
+            port = options.metrics_port
+            log.error("%s", _cannot_listen(METRICS_ADDRESS, port, "metrics", METRICS_SETTING, why))
+            return 2
     log.info(
         "kyklos operator starting: %s, artifacts %s, worker image %s",
         "all namespaces" if not options.namespaces else ", ".join(options.namespaces),
