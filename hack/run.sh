@@ -83,4 +83,9 @@ for _ in $(seq 1 60); do
   if kubectl get datasets -o jsonpath='{.items[*].status.phase}' 2>/dev/null | grep -qE 'Ready|Failed'; then break; fi
 done
 kubectl get ml
-wait "$OPERATOR_PID"
+status=0
+wait "$OPERATOR_PID" || status=$?
+OPERATOR_PID=""
+echo "kyklos: the operator exited (status $status); the end of .operator.log:" >&2
+tail -n 20 .operator.log >&2
+exit "$status"
