@@ -77,6 +77,10 @@ DEFAULT_BINS = 10
 KS_EXACT_MAX_N = 10_000
 #: Values per block when bounding the KS statistic (see ``ks_statistic_from_sorted``).
 KS_BLOCK = 64
+#: ``count_at_most`` first searches every this-many-th value (a power of two).
+SEARCH_STRIDE = 64
+#: Values per chunk for elementwise passes (1 MiB of float64 stays in cache).
+CHUNK = 131_072
 
 #: Methods whose score is a p-value: drifted when the score is *below* the threshold.
 P_VALUE_METHODS: frozenset[str] = frozenset({"ks", "chi2"})
@@ -270,12 +274,13 @@ def ks_statistic_from_sorted(a: FloatArray, b: FloatArray, *, block: int = KS_BL
     ``max_i ((i+1)*m - #(b <= a_i)*n) / (n*m)`` (at the last of equal values the count
     ``i+1`` is complete; earlier ones only give less), and symmetrically for ``F_b - F_a``.
     The integers are exact and divided once (SciPy subtracts two rounded CDFs, so it can
-    differ in the last bits). Finding
-    ``#(b <= a_i)`` for every ``i`` would cost a binary search each, so ``a`` is cut into
-    blocks of ``block`` values: the counts at both ends of each block bound every value
-    inside it, and only the blocks whose bound beats the best exact value found are
-    searched in full (usually a few percent). When that is most of them (the samples are
-    nearly identical), one linear merge of both arrays is cheaper.
+    differ in the last bits). A binary search for every ``#(b <= a_i)`` would cost more
+    than the sort, so ``a`` is cut into blocks of ``block`` values and only the last value
+    of each is counted: inside a block, ``i+1`` is below the block's last index and
+    ``#(b <= a_i)`` at least the previous block's count, which bounds every value. Only
+    the blocks whose bound beats the best exact value are counted in full (usually a few
+    percent). When that is most of them (nearly identical samples), one linear merge of
+    both arrays is cheaper.
     """
     n = a.shape[0]
     m = b.shape[0]
@@ -294,23 +299,50 @@ def _largest_cdf_excess(a: FloatArray, b: FloatArray, block: int) -> int | None:
     m = b.shape[0]
     if n <= 4 * block:
         idx = np.arange(n, dtype=np.int64)
-        return int(np.max((idx + 1) * m - np.searchsorted(b, a, side="right") * n))
-    starts = np.arange(0, n, block, dtype=np.int64)
-    ends = np.minimum(starts + (block - 1), n - 1)
-    below_start = np.searchsorted(b, a[starts], side="right")
-    best = int(np.max((ends + 1) * m - np.searchsorted(b, a[ends], side="right") * n))
-    # Before a block's end (whose value is exact), i+1 <= end and #(b <= a_i) >= that of
-    # the block's start.
-    candidates = starts[ends * m - below_start * n > best]
+        return int(np.max((idx + 1) * m - count_at_most(b, a) * n))
+    ends = np.arange(block - 1, n + block - 1, block, dtype=np.int64)
+    ends[-1] = n - 1
+    below_end = count_at_most(b, a[ends])
+    best = int(np.max((ends + 1) * m - below_end * n))
+    bound = ends * m
+    bound[1:] -= below_end[:-1] * n
+    candidates = np.flatnonzero(bound > best)
     if candidates.shape[0] * block > n // 4:
         return None
     if candidates.shape[0]:
-        idx = (candidates[:, None] + np.arange(block, dtype=np.int64)).ravel()
+        idx = (candidates[:, None] * block + np.arange(block, dtype=np.int64)).ravel()
         if idx[-1] >= n:
             idx = idx[idx < n]
-        inside = (idx + 1) * m - np.searchsorted(b, a[idx], side="right") * n
+        inside = (idx + 1) * m - count_at_most(b, a[idx]) * n
         best = max(best, int(np.max(inside)))
     return best
+
+
+def count_at_most(sorted_values: FloatArray, keys: FloatArray) -> npt.NDArray[np.int64]:
+    """``numpy.searchsorted(sorted_values, keys, side="right")`` for ascending keys.
+
+    NumPy's binary search narrows each key from the previous key's position to the end,
+    touching a new cache line at most of its ~20 steps when the array is out of cache.
+    Here the keys are first placed among every ``SEARCH_STRIDE``-th value (a small array
+    that stays in cache), then six vectorised halving steps finish inside those windows.
+    """
+    m = sorted_values.shape[0]
+    stride = SEARCH_STRIDE
+    if m < 4 * stride:
+        out: npt.NDArray[np.int64] = np.searchsorted(sorted_values, keys, side="right")
+        return out
+    coarse = np.ascontiguousarray(sorted_values[stride - 1 :: stride])
+    count: npt.NDArray[np.int64] = np.searchsorted(coarse, keys, side="right") * stride
+    # #(sorted_values <= key) lies in [count, count + stride - 1]: binary lifting.
+    step = stride // 2
+    while step:
+        probe = count + (step - 1)
+        inside = probe < m
+        np.minimum(probe, m - 1, out=probe)
+        inside &= sorted_values[probe] <= keys
+        count += step * inside
+        step //= 2
+    return count
 
 
 def _ks_statistic_by_merge(a: FloatArray, b: FloatArray) -> float:
@@ -344,7 +376,8 @@ def wasserstein_from_sorted(a: FloatArray, b: FloatArray) -> float:
     CDFs that SciPy sums). With n >= m, the quantile cell ``[i/n, (i+1)/n)`` of ``a`` lies
     within at most two cells of ``b``: ``j = floor(i*m/n)`` and ``j+1``, the latter for the
     last ``w`` of its ``m`` parts (in units of ``1/(n*m)``, ``w = max(i*m mod n - (n-m), 0)``).
-    Equal sizes pair the i-th values; no merge, no search.
+    Equal sizes pair the i-th values; no merge, no search. Worked through in chunks, so the
+    temporaries stay in cache instead of costing a column-sized allocation each.
     """
     n = a.shape[0]
     m = b.shape[0]
@@ -353,27 +386,44 @@ def wasserstein_from_sorted(a: FloatArray, b: FloatArray) -> float:
     if m == 0:
         return 0.0
     if n == m:
-        return float(np.sum(np.abs(a - b))) / float(n)
-    straddle = np.arange(0, n * m, m, dtype=np.int64)  # i*m
-    cell = straddle // n
-    straddle -= cell * n  # i*m mod n
-    straddle -= n - m
-    np.maximum(straddle, 0, out=straddle)
-    second = straddle.astype(np.float64)
-    first = float(m) - second
-    distance = np.abs(a - b[cell])
-    total = float(np.vecdot(first, distance))
-    np.minimum(cell + 1, m - 1, out=cell)
-    np.subtract(a, b[cell], out=distance)
-    np.abs(distance, out=distance)
-    total += float(np.vecdot(second, distance))
+        buffer = np.empty(min(n, CHUNK))
+        total = 0.0
+        for lo in range(0, n, CHUNK):
+            gap = buffer[: min(CHUNK, n - lo)]
+            np.subtract(a[lo : lo + CHUNK], b[lo : lo + CHUNK], out=gap)
+            np.abs(gap, out=gap)
+            total += float(np.sum(gap))
+        return total / float(n)
+    total = 0.0
+    for lo in range(0, n, CHUNK):
+        part = a[lo : lo + CHUNK]
+        straddle = np.arange(lo * m, (lo + part.shape[0]) * m, m, dtype=np.int64)  # i*m
+        cell = straddle // n
+        straddle -= cell * n  # i*m mod n
+        straddle -= n - m
+        np.maximum(straddle, 0, out=straddle)
+        second = straddle.astype(np.float64)
+        first = float(m) - second
+        gap = np.abs(part - b[cell])
+        total += float(np.vecdot(first, gap))
+        np.minimum(cell + 1, m - 1, out=cell)
+        np.subtract(part, b[cell], out=gap)
+        np.abs(gap, out=gap)
+        total += float(np.vecdot(second, gap))
     return total / (float(n) * float(m))
 
 
 def _population_std(values: FloatArray) -> float:
-    """``numpy.std`` (ddof=0) in fewer passes: mean, then one dot product of deviations."""
-    deviations = values - values.mean()
-    return math.sqrt(float(np.vecdot(deviations, deviations)) / values.shape[0])
+    """``numpy.std`` (ddof=0) in fewer passes: mean, then dot products of deviations."""
+    n = values.shape[0]
+    mean = values.mean()
+    buffer = np.empty(min(n, CHUNK))
+    total = 0.0
+    for lo in range(0, n, CHUNK):
+        deviations = buffer[: min(CHUNK, n - lo)]
+        np.subtract(values[lo : lo + CHUNK], mean, out=deviations)
+        total += float(np.vecdot(deviations, deviations))
+    return math.sqrt(total / n)
 
 
 def ks_pvalue_for(

@@ -317,3 +317,15 @@ def test_nearly_identical_samples_fall_back_to_a_merge_with_the_same_statistic()
     ks = ds.ks_statistic_from_sorted(ref, cur)
     assert ks == 1 / 20_000
     assert _close(ks, float(stats.ks_2samp(ref, cur).statistic))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    values=hnp.arrays(np.float64, st.integers(0, 2_000), elements=st.integers(-40, 40).map(float)),
+    keys=hnp.arrays(np.float64, st.integers(0, 300), elements=st.integers(-45, 45).map(float)),
+)
+def test_count_at_most_is_searchsorted_right(values: np.ndarray, keys: np.ndarray) -> None:
+    # Heavy ties and keys beyond both ends; more than 4 strides so the windows are used.
+    values, keys = np.sort(values), np.sort(keys)
+    expected = np.searchsorted(values, keys, side="right")
+    assert np.array_equal(ds.count_at_most(values, keys), expected)
