@@ -321,11 +321,22 @@ def test_nearly_identical_samples_fall_back_to_a_merge_with_the_same_statistic()
 
 @settings(max_examples=100, deadline=None)
 @given(
-    values=hnp.arrays(np.float64, st.integers(0, 2_000), elements=st.integers(-40, 40).map(float)),
+    values=hnp.arrays(np.float64, st.integers(0, 800), elements=st.integers(-40, 40).map(float)),
     keys=hnp.arrays(np.float64, st.integers(0, 300), elements=st.integers(-45, 45).map(float)),
 )
 def test_count_at_most_is_searchsorted_right(values: np.ndarray, keys: np.ndarray) -> None:
-    # Heavy ties and keys beyond both ends; more than 4 strides so the windows are used.
+    # Heavy ties and keys beyond both ends; the two-level search even for small arrays.
     values, keys = np.sort(values), np.sort(keys)
     expected = np.searchsorted(values, keys, side="right")
-    assert np.array_equal(ds.count_at_most(values, keys), expected)
+    assert np.array_equal(ds.count_at_most(values, keys, direct_below=0), expected)
+
+
+def test_columns_too_large_for_the_cache_give_scipy_statistics() -> None:
+    # Beyond SEARCH_DIRECT_BELOW values the KS counts take the two-level search.
+    rng = np.random.default_rng(11)
+    n, m = ds.SEARCH_DIRECT_BELOW + 12_345, ds.SEARCH_DIRECT_BELOW - 999
+    ref, cur = np.round(rng.normal(size=n), 2), np.round(rng.normal(0.01, size=m), 2)
+    result = ds.numeric_drift(ref, cur, ks_pvalue=False)
+    assert result.ks_statistic == ds._ks_statistic_by_merge(np.sort(ref), np.sort(cur))
+    assert _close(result.ks_statistic, float(stats.ks_2samp(ref, cur).statistic))
+    assert _close(result.wasserstein, float(stats.wasserstein_distance(ref, cur)))
