@@ -34,6 +34,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -202,6 +203,15 @@ def _open(loc: Location) -> Any:
         raise SourceError("SourceUnreachable", f"{loc.uri}: {describe_error(err)}") from None
 
 
+@contextmanager
+def _unreachable_on_os_error(uri: str) -> Iterator[None]:
+    """Report an I/O failure while reading an open file as SourceUnreachable."""
+    try:
+        yield
+    except OSError as err:
+        raise SourceError("SourceUnreachable", f"{uri}: {describe_error(err)}") from None
+
+
 class _HashingReader(io.RawIOBase):
     """A read-only stream that feeds every byte it returns into sha256."""
 
@@ -233,6 +243,15 @@ class _HashingReader(io.RawIOBase):
 
 def _version_from_sha(digest: str) -> VersionInfo:
     return VersionInfo(version=digest[:16], source="sha256", checksum=f"sha256:{digest}")
+
+
+def _hash_file(loc: Location) -> VersionInfo:
+    """The sha256 version of a whole file, read in a pass of its own."""
+    sha = hashlib.sha256()
+    with _open(loc) as f:
+        while chunk := f.read(_HASH_CHUNK):
+            sha.update(chunk)
+    return _version_from_sha(sha.hexdigest())
 
 
 def _store_version(loc: Location) -> VersionInfo:
@@ -332,13 +351,8 @@ class DataReader:
         self.missing = [n for n in wanted if n not in names]
 
     def _csv_header(self) -> list[str]:
-        with _open(self.location) as f:
-            try:
-                head = f.read(1 << 20)
-            except OSError as err:
-                raise SourceError(
-                    "SourceUnreachable", f"{self.uri}: {describe_error(err)}"
-                ) from None
+        with _open(self.location) as f, _unreachable_on_os_error(self.uri):
+            head = f.read(1 << 20)
         if not head.strip():
             raise SourceError("EmptySource", f"{self.uri}: the file is empty")
         first = head.split(b"\n", 1)[0].rstrip(b"\r")
@@ -403,17 +417,31 @@ class DataReader:
             "jsonl": self._jsonl_batches,
         }[self.format]()
 
+    @contextmanager
+    def _hashed_stream(self) -> Iterator[_HashingReader]:
+        """The file as a stream hashed as the parser reads it; stamps the version at the end.
+
+        An OSError while the body reads is SourceUnreachable. The version is set only when
+        the body ran to the end (a parser error or an abandoned generator leaves it unset).
+        """
+        with _open(self.location) as raw:
+            stream = _HashingReader(raw)
+            with _unreachable_on_os_error(self.uri):
+                yield stream
+            stream.drain()
+            self._version = _version_from_sha(stream.sha256.hexdigest())
+
+    @staticmethod
+    def _arrow_type(kind: FeatureKind) -> pa.DataType:
+        return pa.float64() if kind == "numeric" else pa.string()
+
     def _typed(self, table: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
         arrays = [typed_column(n, self.features[n], table.column(n)) for n in self.columns]
         return pa.RecordBatch.from_arrays(arrays, names=self.columns)
 
     def _csv_batches(self) -> Iterator[pa.RecordBatch]:
-        types = {
-            n: (pa.float64() if self.features[n] == "numeric" else pa.string())
-            for n in self.columns
-        }
-        with _open(self.location) as raw:
-            stream = _HashingReader(raw)
+        types = {n: self._arrow_type(self.features[n]) for n in self.columns}
+        with self._hashed_stream() as stream:
             try:
                 reader = pa_csv.open_csv(
                     stream,
@@ -427,12 +455,6 @@ class DataReader:
                 yield from reader
             except pa.ArrowInvalid as err:
                 raise self._csv_error(err) from None
-            except OSError as err:
-                raise SourceError(
-                    "SourceUnreachable", f"{self.uri}: {describe_error(err)}"
-                ) from None
-            stream.drain()
-            self._version = _version_from_sha(stream.sha256.hexdigest())
 
     def _csv_error(self, err: pa.ArrowInvalid) -> Exception:
         text = describe_error(err)
@@ -466,23 +488,13 @@ class DataReader:
     def _parquet_version(self) -> VersionInfo:
         if not self.location.is_local:
             return _store_version(self.location)
-        sha = hashlib.sha256()
-        with _open(self.location) as f:
-            while chunk := f.read(_HASH_CHUNK):
-                sha.update(chunk)
-        return _version_from_sha(sha.hexdigest())
+        return _hash_file(self.location)
 
     def _jsonl_batches(self) -> Iterator[pa.RecordBatch]:
         # Parse every declared column as a string-or-number-agnostic type: read with
         # inference restricted to the declared fields, then cast per feature.
-        schema = pa.schema(
-            [
-                (n, pa.float64() if self.features[n] == "numeric" else pa.string())
-                for n in self.columns
-            ]
-        )
-        with _open(self.location) as raw:
-            stream = _HashingReader(raw)
+        schema = pa.schema([(n, self._arrow_type(self.features[n])) for n in self.columns])
+        with self._hashed_stream() as stream:
             try:
                 reader = pa_json.open_json(
                     stream,
@@ -495,12 +507,6 @@ class DataReader:
                     yield self._typed(batch)
             except pa.ArrowInvalid as err:
                 raise self._jsonl_error(err) from None
-            except OSError as err:
-                raise SourceError(
-                    "SourceUnreachable", f"{self.uri}: {describe_error(err)}"
-                ) from None
-            stream.drain()
-            self._version = _version_from_sha(stream.sha256.hexdigest())
 
     def _jsonl_error(self, err: pa.ArrowInvalid) -> Exception:
         text = describe_error(err)
@@ -518,11 +524,7 @@ class DataReader:
                 self._version = self._parquet_version()
             else:
                 # Nothing was read (no declared column present): hash the file anyway.
-                sha = hashlib.sha256()
-                with _open(self.location) as f:
-                    while chunk := f.read(_HASH_CHUNK):
-                        sha.update(chunk)
-                self._version = _version_from_sha(sha.hexdigest())
+                self._version = _hash_file(self.location)
         return self._version
 
 

@@ -273,3 +273,51 @@ def test_a_filesystem_that_cannot_connect_is_source_unreachable(
         wio.resolve("https://nowhere.invalid/x.csv")
     assert err.value.reason == "SourceUnreachable"
     assert "https://nowhere.invalid/x.csv" in str(err.value)
+
+
+class _DroppingFile:
+    """A binary file whose connection drops at the ``fail_on``-th read (1-based)."""
+
+    def __init__(self, data: bytes, fail_on: int) -> None:
+        self._data, self._pos, self._reads, self._fail_on = data, 0, 0, fail_on
+
+    def read(self, size: int = -1) -> bytes:
+        self._reads += 1
+        if self._reads >= self._fail_on:
+            raise OSError(104, "Connection reset by peer")
+        end = len(self._data) if size < 0 else self._pos + size
+        chunk, self._pos = self._data[self._pos : end], min(end, len(self._data))
+        return chunk
+
+    def __enter__(self) -> _DroppingFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("fmt", "stage"), [("csv", "header"), ("csv", "batches"), ("jsonl", "batches")]
+)
+def test_a_connection_dropped_while_reading_is_source_unreachable(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    stage: str,
+    make_table: MakeTable,
+    write: Write,
+) -> None:
+    path = write(make_table(50), tmp_path / f"d.{fmt}", fmt)
+    reader = wio.DataReader(f"file://{path}", FEATURES)
+    if stage == "batches":
+        reader.open()
+    data = path.read_bytes()
+    fail_on = 1 if stage == "header" else 2  # the parser's first block arrives, then the drop
+    monkeypatch.setattr(wio, "_open", lambda loc: _DroppingFile(data, fail_on))
+    with pytest.raises(wio.SourceError) as err:
+        if stage == "header":
+            reader.open()
+        else:
+            list(reader.batches())
+    assert err.value.reason == "SourceUnreachable"
+    assert err.value.message == f"file://{path}: [Errno 104] Connection reset by peer"
