@@ -40,11 +40,26 @@ DEFAULT_TOP_K = 20
 
 
 @dataclass(frozen=True)
-class NumericProfile:
-    """The finished profile of one numeric feature."""
+class FeatureCounts:
+    """What every finished feature profile starts with: non-null values and nulls."""
 
     count: int
     nulls: int
+
+    @property
+    def null_fraction(self) -> float:
+        """Fraction of rows whose value is null (0 for no rows)."""
+        total = self.count + self.nulls
+        return self.nulls / total if total else 0.0
+
+    def _counts_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "nulls": self.nulls, "nullFraction": self.null_fraction}
+
+
+@dataclass(frozen=True)
+class NumericProfile(FeatureCounts):
+    """The finished profile of one numeric feature."""
+
     mean: float | None
     std: float | None
     min: float | None
@@ -53,18 +68,10 @@ class NumericProfile:
     bin_fractions: list[float]
     exact_quantiles: bool
 
-    @property
-    def null_fraction(self) -> float:
-        """Fraction of rows whose value is null (0 for no rows)."""
-        total = self.count + self.nulls
-        return self.nulls / total if total else 0.0
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (camelCase keys)."""
         return {
-            "count": self.count,
-            "nulls": self.nulls,
-            "nullFraction": self.null_fraction,
+            **self._counts_dict(),
             "mean": self.mean,
             "std": self.std,
             "min": self.min,
@@ -85,28 +92,18 @@ class CategoryFrequency:
 
 
 @dataclass(frozen=True)
-class CategoricalProfile:
+class CategoricalProfile(FeatureCounts):
     """The finished profile of one categorical feature."""
 
-    count: int
-    nulls: int
     distinct: int
     top: list[CategoryFrequency]
     other_count: int
     other_fraction: float
 
-    @property
-    def null_fraction(self) -> float:
-        """Fraction of rows whose value is null (0 for no rows)."""
-        total = self.count + self.nulls
-        return self.nulls / total if total else 0.0
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (camelCase keys)."""
         return {
-            "count": self.count,
-            "nulls": self.nulls,
-            "nullFraction": self.null_fraction,
+            **self._counts_dict(),
             "distinct": self.distinct,
             "categories": [
                 {"value": c.value, "count": c.count, "fraction": c.fraction} for c in self.top

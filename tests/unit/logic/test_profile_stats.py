@@ -146,3 +146,20 @@ def test_categorical_ties_are_broken_by_name_so_profiles_are_deterministic() -> 
     prof = acc.finish(2)
     assert [c.value for c in prof.top] == ["a", "b"]
     assert prof.to_dict()["otherCount"] == 1
+
+
+def test_profile_json_starts_with_the_counts_both_kinds_share() -> None:
+    numeric = NumericAccumulator()
+    numeric.add(np.array([1.0, np.nan, 3.0, np.nan]))
+    categorical = CategoricalAccumulator()
+    categorical.add_counts({"a": 2, "b": 1}, nulls=1)
+    num, cat = numeric.finish(bins=2).to_dict(), categorical.finish(top_k=5).to_dict()
+    assert list(num) == [
+        "count", "nulls", "nullFraction", "mean", "std", "min", "max",
+        "binEdges", "binFractions", "exactQuantiles",
+    ]  # fmt: skip
+    assert list(cat) == [
+        "count", "nulls", "nullFraction", "distinct", "categories", "otherCount", "otherFraction",
+    ]  # fmt: skip
+    assert (num["count"], num["nulls"], num["nullFraction"]) == (2, 2, 0.5)
+    assert (cat["count"], cat["nulls"], cat["nullFraction"]) == (3, 1, 0.25)
