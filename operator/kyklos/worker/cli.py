@@ -21,11 +21,11 @@ from kyklos.api.dataset import DatasetSpec
 from kyklos.api.drift import DriftMonitorSpec
 from kyklos.api.reports import DriftErrorReason, DriftSummary, ProfileReason, ProfileSummary
 from kyklos.worker.drift import CurrentInput, run_drift
+from kyklos.worker.exit_status import EXIT_INTERNAL, EXIT_UNREADABLE
 from kyklos.worker.io import describe_error, redact
 from kyklos.worker.profile import run_profile
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-EXIT_INTERNAL = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +63,8 @@ def _spec_error(err: ValidationError) -> str:
     return f"spec.{where}: {first['msg']}{more}"
 
 
-def _emit(summary: ProfileSummary | DriftSummary, termination_log: str) -> None:
+def _report(summary: ProfileSummary | DriftSummary, exit_code: int, termination_log: str) -> int:
+    """Print the summary, write it to the termination log; return ``exit_code``."""
     text = summary.to_termination_message()
     print(text, flush=True)
     try:
@@ -73,6 +74,7 @@ def _emit(summary: ProfileSummary | DriftSummary, termination_log: str) -> None:
         print(f"warning: cannot write {termination_log}: {err.strerror}", file=sys.stderr)
     if not summary.ok:
         print(f"error: {summary.reason}: {summary.message}", file=sys.stderr)
+    return exit_code
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -82,11 +84,9 @@ def _profile(args: argparse.Namespace) -> int:
         summary = ProfileSummary(
             ok=False, reason=ProfileReason.INVALID_SPEC, message=_spec_error(err)
         )
-        _emit(summary, args.termination_log)
-        return 2
+        return _report(summary, EXIT_UNREADABLE, args.termination_log)
     run = run_profile(spec, args.namespace, args.name, args.artifacts, seed=args.seed)
-    _emit(run.summary, args.termination_log)
-    return run.exit_code
+    return _report(run.summary, run.exit_code, args.termination_log)
 
 
 def _drift(args: argparse.Namespace) -> int:
@@ -96,8 +96,7 @@ def _drift(args: argparse.Namespace) -> int:
         summary = DriftSummary(
             ok=False, reason=DriftErrorReason.INVALID_SPEC, message=_spec_error(err)
         )
-        _emit(summary, args.termination_log)
-        return 2
+        return _report(summary, EXIT_UNREADABLE, args.termination_log)
     current = CurrentInput(
         uri=args.current_uri,
         format=args.current_format,
@@ -115,8 +114,7 @@ def _drift(args: argparse.Namespace) -> int:
         check_id=args.check_id,
         seed=args.seed,
     )
-    _emit(run.summary, args.termination_log)
-    return run.exit_code
+    return _report(run.summary, run.exit_code, args.termination_log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,8 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "profile"
             else DriftSummary(ok=False, reason=DriftErrorReason.CHECK_FAILED, message=message)
         )
-        _emit(summary, args.termination_log)
-        return EXIT_INTERNAL
+        return _report(summary, EXIT_INTERNAL, args.termination_log)
 
 
 if __name__ == "__main__":

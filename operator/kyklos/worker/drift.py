@@ -42,6 +42,7 @@ from kyklos.api.drift import DriftMonitorSpec, FeatureDrift
 from kyklos.api.reports import DriftErrorReason, DriftSummary
 from kyklos.logic import drift_stats as ds
 from kyklos.worker import artifacts
+from kyklos.worker.exit_status import EXIT_INVALID_DATA, EXIT_OK, EXIT_UNREADABLE
 from kyklos.worker.io import (
     DataReader,
     FeatureKind,
@@ -53,10 +54,6 @@ from kyklos.worker.io import (
 )
 from kyklos.worker.profile import category_counts, numeric_values
 from kyklos.worker.sampling import SeededSampler
-
-EXIT_OK = 0
-EXIT_INVALID_DATA = 1
-EXIT_UNREADABLE = 2
 
 _CHECK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _DATA_REASONS = {

@@ -43,12 +43,9 @@ from kyklos.logic.profile_stats import (
     NumericProfile,
 )
 from kyklos.worker import artifacts
+from kyklos.worker.exit_status import EXIT_INVALID_DATA, EXIT_OK, EXIT_UNREADABLE
 from kyklos.worker.io import DataReader, FeatureKind, FeatureTypeError, SourceError, redact
 from kyklos.worker.sampling import SeededSampler
-
-EXIT_OK = 0
-EXIT_INVALID_DATA = 1
-EXIT_UNREADABLE = 2
 
 
 @dataclass
