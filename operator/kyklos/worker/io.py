@@ -295,20 +295,18 @@ def typed_column(name: str, kind: FeatureKind, column: pa.ChunkedArray | pa.Arra
             or pa.types.is_null(arr.type)
         ):
             raise FeatureTypeError(name, f"feature {name}: type {arr.type} is not numeric")
-        try:
-            return pc.cast(arr, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-            raise FeatureTypeError(
-                name, f"feature {name}: values do not parse as numbers ({describe_error(err)})"
-            ) from None
+        return _cast_feature(name, arr, pa.float64(), "values do not parse as numbers")
     if pa.types.is_string(arr.type):
         return arr
+    return _cast_feature(name, arr, pa.string(), "values cannot be read as categories")
+
+
+def _cast_feature(name: str, arr: pa.Array, to: pa.DataType, failure: str) -> pa.Array:
+    """Cast one feature's column; a value that does not cast is the feature's type error."""
     try:
-        return pc.cast(arr, pa.string())
+        return pc.cast(arr, to)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise FeatureTypeError(
-            name, f"feature {name}: values cannot be read as categories ({describe_error(err)})"
-        ) from None
+        raise FeatureTypeError(name, f"feature {name}: {failure} ({describe_error(err)})") from None
 
 
 class DataReader:

@@ -321,3 +321,28 @@ def test_a_connection_dropped_while_reading_is_source_unreachable(
             list(reader.batches())
     assert err.value.reason == "SourceUnreachable"
     assert err.value.message == f"file://{path}: [Errno 104] Connection reset by peer"
+
+
+@pytest.mark.parametrize(
+    ("kind", "column", "message"),
+    [
+        (
+            "numeric",
+            pa.array(["1", "x"]),
+            "feature f: values do not parse as numbers "
+            "(Failed to parse string: 'x' as a scalar of type double)",
+        ),
+        (
+            "categorical",
+            pa.array([[1, 2], [3]]),
+            "feature f: values cannot be read as categories "
+            "(Unsupported cast from list<item: int64> to utf8 using function cast_string)",
+        ),
+    ],
+)
+def test_a_column_that_does_not_cast_is_a_type_error_of_its_feature(
+    kind: wio.FeatureKind, column: pa.Array, message: str
+) -> None:
+    with pytest.raises(wio.FeatureTypeError) as err:
+        wio.typed_column("f", kind, column)
+    assert (err.value.feature, err.value.message) == ("f", message)
