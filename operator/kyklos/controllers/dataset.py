@@ -28,7 +28,9 @@ from kubernetes.client.exceptions import ApiException
 from kyklos.api.dataset import DatasetPhase
 from kyklos.controllers import client, config, metrics, status
 from kyklos.logic import dataset as logic
+from kyklos.logic.conditions import status_after
 from kyklos.logic.naming import MANAGED_BY, label_value, owner_label
+from kyklos.logic.pods import diagnosis_view
 
 log = logging.getLogger("kyklos.dataset")
 
@@ -123,27 +125,12 @@ def dataset_pod_index(
 ) -> dict[Key, Body]:
     """Profile Pods by their Dataset (container states carry the summary; conditions and
     waiting states say why a pod does not start)."""
-    meta = body.get("metadata") or {}
-    pod_status = body.get("status") or {}
-    kept_meta = {
-        "name": meta.get("name"),
-        "ownerReferences": copy.deepcopy(meta.get("ownerReferences") or []),
-    }
-    if meta.get("deletionTimestamp"):
-        kept_meta["deletionTimestamp"] = meta["deletionTimestamp"]
-    return {
-        (namespace or "", labels[DATASET_LABEL]): {
-            "metadata": kept_meta,
-            "status": {
-                "phase": pod_status.get("phase"),
-                "conditions": copy.deepcopy(pod_status.get("conditions") or []),
-                "initContainerStatuses": copy.deepcopy(
-                    pod_status.get("initContainerStatuses") or []
-                ),
-                "containerStatuses": copy.deepcopy(pod_status.get("containerStatuses") or []),
-            },
-        }
-    }
+    view = diagnosis_view(body)
+    # Whole container states: a finished worker's termination message is its summary.
+    view["status"]["containerStatuses"] = copy.deepcopy(
+        (body.get("status") or {}).get("containerStatuses") or []
+    )
+    return {(namespace or "", labels[DATASET_LABEL]): view}
 
 
 # ---------------------------------------------------------------------------- reconcile
@@ -228,26 +215,13 @@ def _reconcile_locked(
     if wrote:
         memory.written = (
             str(meta.get("resourceVersion")),
-            _merged(body.get("status") or {}, result.status),
+            copy.deepcopy(status_after(body.get("status"), result.status)),
         )
         _count_outcome(body.get("status") or {}, result.status)
         for event in result.events:
             log.info("dataset %s/%s: %s: %s", namespace, name, event.reason, event.message)
             status.emit(body, event.reason, event.message, warning=event.warning)
     return result.requeue_after is not None
-
-
-def _merged(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> Body:
-    """``stored`` with ``desired`` merged in as the status merge patch does (None removes)."""
-    out: Body = copy.deepcopy(dict(stored))
-    for key, value in desired.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _count_outcome(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> None:

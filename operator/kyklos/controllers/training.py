@@ -25,7 +25,9 @@ from kubernetes.client.exceptions import ApiException
 
 from kyklos.controllers import client, config, metrics, status
 from kyklos.logic import training
+from kyklos.logic.conditions import status_after
 from kyklos.logic.naming import MANAGED_BY, label_value, owner_label
+from kyklos.logic.pods import diagnosis_view
 
 log = logging.getLogger("kyklos.training")
 
@@ -149,39 +151,12 @@ async def training_by_label(**kwargs: Any) -> object:
     return {(kwargs["namespace"], label_value(kwargs["name"])): kwargs["name"]}
 
 
-def _trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the stuck-pod diagnosis reads: owner, scheduling conditions, waiting states."""
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
-
-    def waiting(key: str) -> list[dict[str, Any]]:
-        return [
-            {"name": c.get("name"), "state": {"waiting": dict(c["state"]["waiting"])}}
-            for c in status.get(key) or []
-            if (c.get("state") or {}).get("waiting")
-        ]
-
-    return {
-        "metadata": {
-            k: json.loads(json.dumps(meta[k]))
-            for k in ("name", "ownerReferences", "deletionTimestamp")
-            if k in meta
-        },
-        "status": {
-            "phase": status.get("phase"),
-            "conditions": [
-                dict(c) for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
-            ],
-            "initContainerStatuses": waiting("initContainerStatuses"),
-            "containerStatuses": waiting("containerStatuses"),
-        },
-    }
-
-
 @kopf.index("v1", "pods", labels=CHILD_LABELS, id=IDX_PODS)
 async def training_pods(**kwargs: Any) -> object:
     """Trainer pods by (namespace, owner label value), trimmed to what says why one is stuck."""
-    return {(kwargs["namespace"], kwargs["labels"][TRAININGJOB_LABEL]): _trim_pod(kwargs["body"])}
+    return {
+        (kwargs["namespace"], kwargs["labels"][TRAININGJOB_LABEL]): diagnosis_view(kwargs["body"])
+    }
 
 
 def _values(index: str, key: Key) -> list[Any]:
@@ -322,7 +297,7 @@ def _report(
     namespace = str(meta["namespace"])
     if not status.write_status(client.TRAININGJOBS, view, decision.status):
         return
-    _state.written[(namespace, str(meta["name"]), str(meta["uid"]))] = training.status_after(
+    _state.written[(namespace, str(meta["name"]), str(meta["uid"]))] = status_after(
         stored, decision.status
     )
     for event in decision.events:

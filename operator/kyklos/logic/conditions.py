@@ -110,5 +110,23 @@ def status_patch(stored: Mapping[str, Any] | None, desired: Mapping[str, Any]) -
     return patch
 
 
+def apply_merge_patch(target: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``target`` after a JSON merge patch (RFC 7386): what the server stores after the write."""
+    result = dict(target or {})
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = apply_merge_patch(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def status_after(stored: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The status the server holds after ``write_status(stored -> desired)``."""
+    return apply_merge_patch(stored, status_patch(stored, desired))
+
+
 def _drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}

@@ -43,7 +43,14 @@ from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import format_duration, parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.naming import child_name
-from kyklos.logic.pods import STUCK_REASONS, PodStuck, first_stuck_pod, is_live
+from kyklos.logic.pods import (
+    STUCK_REASONS,
+    PodStuck,
+    first_stuck_pod,
+    held_diagnosis,
+    is_live,
+    with_held_cause,
+)
 from kyklos.logic.workerjob import WorkerConfig, build_worker_job, claim_of
 
 KIND = "Dataset"
@@ -366,7 +373,7 @@ def profiling_status(
     reason: str = Reason.PROFILING
     message = f"profile Job {run_name} is profiling generation {generation}"
     if stuck is not None:
-        reason, message = stuck.reason, _clip(f"profile Job {run_name}: {stuck.message}")
+        reason, message = stuck.reason, _clip(_stuck_prefix(run_name) + stuck.message)
     return {
         "observedGeneration": generation,
         "phase": DatasetPhase.PROFILING if job_observed else DatasetPhase.PENDING,
@@ -463,35 +470,18 @@ def transition_events(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> 
 # --------------------------------------------------------------------------------- plan
 
 
-def _stored_stuck(stored: Mapping[str, Any], run_name: str) -> PodStuck | None:
-    """The stuck-pod diagnosis the stored status gives for ``run_name``, if any."""
-    ready = get_condition(stored.get("conditions"), ConditionType.READY) or {}
-    prefix = f"profile Job {run_name}: "
-    message = str(ready.get("message") or "")
-    if (
-        ready.get("reason") in STUCK_REASONS
-        and stored.get("jobName") == run_name
-        and message.startswith(prefix)
-    ):
-        return PodStuck(Reason(ready["reason"]), message[len(prefix) :])
-    return None
+def _stuck_prefix(run_name: str) -> str:
+    """How a Ready message about a stuck pod of ``run_name`` starts."""
+    return f"profile Job {run_name}: "
 
 
 def _with_last_problem(outcome: Outcome, run: ProfileRun, stored: Mapping[str, Any]) -> Outcome:
-    """A deadline outcome names what the stored status last said held the run up, if anything.
-
-    (At the deadline the Job controller deletes the pod, and with it the cause.)
-    """
-    ready = get_condition(stored.get("conditions"), ConditionType.READY) or {}
-    if (
-        outcome.reason != Reason.DEADLINE_EXCEEDED
-        or ready.get("reason") not in STUCK_REASONS
-        or stored.get("jobName") != run.name
-    ):
+    """A deadline outcome names what the stored status last said held the run up, if anything."""
+    if outcome.reason != Reason.DEADLINE_EXCEEDED or stored.get("jobName") != run.name:
         return outcome
-    return replace(
-        outcome, message=_clip(f"{outcome.message}; before that: {ready.get('message')}")
-    )
+    ready = get_condition(stored.get("conditions"), ConditionType.READY)
+    message = with_held_cause(outcome.message, ready)
+    return outcome if message == outcome.message else replace(outcome, message=_clip(message))
 
 
 @dataclass
@@ -643,10 +633,13 @@ def plan(
         outcome = outcome_of(latest, now)
         if outcome is None:
             stuck = latest.stuck
-            if stuck is None and not latest.live_pod:
+            if stuck is None and not latest.live_pod and stored.get("jobName") == latest.name:
                 # No pod to judge (deleted at the deadline, or not made again yet): the last
                 # diagnosis stands; a pod that recovered would be live.
-                stuck = _stored_stuck(stored, latest.name)
+                stuck = held_diagnosis(
+                    get_condition(stored.get("conditions"), ConditionType.READY),
+                    _stuck_prefix(latest.name),
+                )
             out.status = profiling_status(
                 latest.name,
                 job_observed=True,

@@ -20,6 +20,7 @@ recovered, it is gone, and the Job's outcome follows.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -57,10 +58,10 @@ def _clip(text: str) -> str:
 
 def stuck_pod(pod: Mapping[str, Any]) -> PodStuck | None:
     """Why ``pod`` does not start, or None while it is progressing normally (or has ended)."""
+    if not is_live(pod):
+        return None
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
-    if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
-        return None
     name = str(meta.get("name") or "(unnamed)")
     for condition in status.get("conditions") or []:
         if (
@@ -84,6 +85,40 @@ def stuck_pod(pod: Mapping[str, Any]) -> PodStuck | None:
     return None
 
 
+def diagnosis_view(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``pod`` that ``stuck_pod`` and ``is_live`` read, copied for an index:
+    name, owners, deletionTimestamp, phase, PodScheduled, and containers' waiting states."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+
+    def waiting(key: str) -> list[dict[str, Any]]:
+        return [
+            {"name": c.get("name"), "state": {"waiting": copy.deepcopy(c["state"]["waiting"])}}
+            for c in status.get(key) or []
+            if (c.get("state") or {}).get("waiting")
+        ]
+
+    kept_meta = {
+        "name": meta.get("name"),
+        "ownerReferences": copy.deepcopy(meta.get("ownerReferences") or []),
+    }
+    if meta.get("deletionTimestamp"):
+        kept_meta["deletionTimestamp"] = meta["deletionTimestamp"]
+    return {
+        "metadata": kept_meta,
+        "status": {
+            "phase": status.get("phase"),
+            "conditions": [
+                copy.deepcopy(c)
+                for c in status.get("conditions") or []
+                if c.get("type") == "PodScheduled"
+            ],
+            "initContainerStatuses": waiting("initContainerStatuses"),
+            "containerStatuses": waiting("containerStatuses"),
+        },
+    }
+
+
 def is_live(pod: Mapping[str, Any]) -> bool:
     """Whether ``pod`` may still start or run: not terminating, not finished."""
     meta = pod.get("metadata") or {}
@@ -99,3 +134,27 @@ def first_stuck_pod(pods: Iterable[Mapping[str, Any]]) -> PodStuck | None:
         if stuck is not None:
             return stuck
     return None
+
+
+def held_diagnosis(ready: Mapping[str, Any] | None, prefix: str) -> PodStuck | None:
+    """The diagnosis a stored Ready condition carries after ``prefix``, or None.
+
+    An owner keeps it while none of its pods is live: a pod deleted at the Job's deadline
+    has not recovered, and the Job's outcome follows.
+    """
+    ready = ready or {}
+    message = str(ready.get("message") or "")
+    if ready.get("reason") in STUCK_REASONS and message.startswith(prefix):
+        return PodStuck(Reason(ready["reason"]), message[len(prefix) :])
+    return None
+
+
+def with_held_cause(text: str, ready: Mapping[str, Any] | None) -> str:
+    """``text`` followed by what a stored stuck-pod Ready condition said held the run up.
+
+    (When a Job fails at its deadline, the pod that never started is gone with its cause.)
+    """
+    ready = ready or {}
+    if ready.get("reason") not in STUCK_REASONS:
+        return text
+    return f"{text}; before that: {ready.get('message')}"

@@ -85,7 +85,12 @@ from kyklos.api.training import (
     TrainingJobSpec,
     TrainingPhase,
 )
-from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition, status_patch
+from kyklos.logic.conditions import (
+    Event,
+    get_condition,
+    rfc3339,
+    set_condition,
+)
 from kyklos.logic.jobs import TERMINATION_MESSAGE_LIMIT, JobState, latest_message, observe_job
 from kyklos.logic.naming import (
     MAX_NAME,
@@ -93,7 +98,7 @@ from kyklos.logic.naming import (
     child_name,
     owner_reference,
 )
-from kyklos.logic.pods import STUCK_REASONS, PodStuck, first_stuck_pod, is_live
+from kyklos.logic.pods import PodStuck, first_stuck_pod, held_diagnosis, is_live, with_held_cause
 from kyklos.logic.workerjob import claim_of, volume_name
 
 KIND = "TrainingJob"
@@ -1141,8 +1146,13 @@ def _with_job(
     return _finish(decision, build, stored)
 
 
+def _stuck_prefix(job: str) -> str:
+    """How a Ready message about a stuck pod of Job ``job`` starts."""
+    return f"Job {job}: "
+
+
 def _stuck_message(job: str, stuck: PodStuck) -> str:
-    return f"Job {job}: {stuck.message}"
+    return _stuck_prefix(job) + stuck.message
 
 
 def _stuck(
@@ -1153,12 +1163,9 @@ def _stuck(
     stuck = first_stuck_pod(pods)
     if stuck is not None or any(is_live(p) for p in pods):
         return stuck
-    before = get_condition(stored.get("conditions"), ConditionType.READY) or {}
-    prefix = _stuck_message(job, PodStuck(Reason.POD_UNSCHEDULABLE, ""))
-    message = str(before.get("message") or "")
-    if before.get("reason") in STUCK_REASONS and message.startswith(prefix):
-        return PodStuck(Reason(before["reason"]), message[len(prefix) :])
-    return None
+    return held_diagnosis(
+        get_condition(stored.get("conditions"), ConditionType.READY), _stuck_prefix(job)
+    )
 
 
 def _finished(
@@ -1224,11 +1231,11 @@ def _finished(
             "BackoffLimitExceeded": Reason.BACKOFF_LIMIT_EXCEEDED,
             "DeadlineExceeded": Reason.DEADLINE_EXCEEDED,
         }.get(job_reason, Reason.FAILED)
-        detail = job_message or job_reason or "the Job failed"
-        before = get_condition(build.stored.get("conditions"), ConditionType.READY) or {}
-        if before.get("reason") in STUCK_REASONS:
-            # The pod that never started is gone with the Job; keep its cause in the record.
-            detail += f"; before that: {before.get('message')}"
+        # The pod that never started is gone with the Job; keep its cause in the record.
+        detail = with_held_cause(
+            job_message or job_reason or "the Job failed",
+            get_condition(build.stored.get("conditions"), ConditionType.READY),
+        )
         build.ready(
             TrainingPhase.FAILED,
             False,
@@ -1248,21 +1255,3 @@ def _finish(decision: Decision, build: _StatusBuilder, stored: Mapping[str, Any]
     decision.status = build.finish()
     decision.events = _transition_events(stored, decision.status) + decision.events
     return decision
-
-
-def apply_merge_patch(target: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> dict[str, Any]:
-    """``target`` after a JSON merge patch (RFC 7386): what the server stores after the write."""
-    result = dict(target or {})
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = apply_merge_patch(result[key], value)
-        else:
-            result[key] = value
-    return result
-
-
-def status_after(stored: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The status the server holds after ``write_status(stored -> desired)``."""
-    return apply_merge_patch(stored, status_patch(stored, desired))

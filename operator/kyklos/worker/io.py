@@ -160,11 +160,11 @@ def resolve(uri: str) -> Location:
             ) from None
         return Location(uri, fs, path)
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
+        # Some filesystems connect when created: DNS or refused connections are OSErrors.
+        with _unreachable_on_os_error(uri):
+            fs, path = fsspec.core.url_to_fs(uri)
     except (ValueError, ImportError) as err:
         raise SourceError("SourceUnreachable", f"{uri}: unsupported URI ({err})") from None
-    except OSError as err:  # filesystems that connect when created (DNS, refused, ...)
-        raise SourceError("SourceUnreachable", f"{uri}: {describe_error(err)}") from None
     return Location(uri, fs, path)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kyklos.api.training import TrainingJobSpec
-from kyklos.logic.conditions import get_condition, status_patch
+from kyklos.logic.conditions import get_condition, status_after, status_patch
 from kyklos.logic.training import (
     COMPLETION_INDEX_ANNOTATION,
     JOB_NAME_LIMIT,
@@ -33,7 +33,6 @@ from kyklos.logic.training import (
     parse_metrics,
     run_id,
     service_name,
-    status_after,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
