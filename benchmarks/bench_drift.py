@@ -264,7 +264,7 @@ def bench(
     print(f"kyklos / floor = {k / f:.2f} (target <= 3)", end="")
     print(f";  evidently / kyklos = {e / k:.1f} (target >= 10)" if e else "")
     if ev_values:
-        # Same definitions (DESIGN.md 8): Wasserstein / reference std, JS distance (ln).
+        # Same definitions (docs/architecture.md §8): Wasserstein / reference std, JS distance (ln).
         _, details = compare_tables(ref, cur, kinds_of(ref), "wasserstein", "js", ds.Thresholds())
         diffs = [abs(details[c]["score"] - v) for c, v in ev_values.items() if c in details]
         print(

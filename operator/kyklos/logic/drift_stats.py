@@ -1,6 +1,6 @@
 """Drift statistics between a reference and a current sample (pure NumPy/SciPy, no I/O).
 
-Definitions Kyklos uses (and where they match Evidently 0.7, DESIGN.md §8):
+Definitions Kyklos uses (and where they match Evidently 0.7, docs/architecture.md §8):
 
 Numeric features. NaNs (nulls) and infinities are dropped and counted as nulls; each
 column is sorted once and every statistic is derived from the two sorted arrays (KS from

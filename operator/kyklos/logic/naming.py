@@ -19,7 +19,7 @@ def owner_label(kind: str) -> str:
 
 
 def child_labels(kind: str, owner_name: str, component: str | None = None) -> dict[str, str]:
-    """Labels every child carries (DESIGN.md §1), plus an optional component."""
+    """Labels every child carries (docs/architecture.md §1), plus an optional component."""
     labels = {
         MANAGED_BY: "kyklos",
         PART_OF: "kyklos",

@@ -1,5 +1,5 @@
 """The rendered CRDs: checked-in copies match the models, the schemas are structural, and
-names, columns and rules are what DESIGN.md promises."""
+names, columns and rules are what docs/architecture.md promises."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ CRDS = {k.KIND: render_crd(k) for k in KINDS}  # type: ignore[attr-defined]
 # every embedded Kubernetes object (resources, tolerations) has a typed schema.
 INTENDED_PRESERVE_UNKNOWN: set[str] = set()
 
-# DESIGN.md section 1.
+# docs/architecture.md section 1.
 NAMES = {
     "Dataset": ("datasets", ["dset"]),
     "TrainingJob": ("trainingjobs", ["tj"]),
@@ -134,7 +134,7 @@ def test_strings_lists_and_maps_in_spec_are_bounded(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", list(CRDS))
 def test_names_scope_version_and_subresources(kind: str) -> None:
-    """Group, version, plural, short names and categories as DESIGN.md section 1 says."""
+    """Group, version, plural, short names and categories as docs/architecture.md section 1 says."""
     crd = CRDS[kind]
     plural, short = NAMES[kind]
     assert crd["metadata"]["name"] == f"{plural}.kyklos.io"

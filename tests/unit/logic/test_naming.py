@@ -1,4 +1,4 @@
-"""Child names are deterministic and valid; labels and owner references as DESIGN.md §1 says."""
+"""Child names are deterministic and valid; labels and owner references as docs/architecture.md §1 says."""
 
 from __future__ import annotations
 
