@@ -3,15 +3,16 @@
 The decisions are in :mod:`kyklos.logic.drift`; this module observes (the referenced
 Datasets, the monitor's check Jobs and their Pods, its retraining TrainingJob, the
 ModelDeployment), acts (create/delete Jobs, create the TrainingJob, patch the
-ModelDeployment's model) and reports (status, Events, metrics). A daemon per monitor
-sleeps until the next check is due; child and reference changes wake a reconcile at once.
+ModelDeployment's model) and reports (status, Events, metrics). An async daemon per
+monitor runs its reconciles and waits, holding no thread, until the next check is due;
+child and reference changes wake it at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -42,14 +43,8 @@ KIND = "DriftMonitor"
 OWNER = owner_label(KIND)
 #: Longest sleep of a monitor's daemon between reconciles (a safety net, not the schedule).
 MAX_SLEEP = 300.0
-
-_locks: dict[tuple[str, str], threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def _lock(namespace: str, name: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault((namespace, name), threading.Lock())
+#: Wait before retrying a reconcile that failed (an API error, a conflict).
+RETRY_SECONDS = 30.0
 
 
 def observe(
@@ -80,10 +75,11 @@ def observe(
 def reconcile(namespace: str, name: str) -> float | None:
     """Bring one DriftMonitor a step closer to its desired state; seconds until due again.
 
-    Reads the monitor fresh under a per-monitor lock: an event's body may predate this
-    controller's last status write, and deciding on it would repeat Events.
+    Only the monitor's daemon calls it, so one monitor's reconciles never overlap. It reads
+    the monitor fresh: an event's body may predate this controller's last status write,
+    and deciding on it would repeat Events.
     """
-    with _lock(namespace, name), metrics.reconcile_timer(KIND):
+    with metrics.reconcile_timer(KIND):
         body = client.get(client.DRIFTMONITORS, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
@@ -250,56 +246,97 @@ def record_metrics(
         metrics.RETRAINS.labels(namespace, new.lower()).inc()
 
 
-def _safe_reconcile(namespace: str | None, name: str | None) -> float | None:
-    if not namespace or not name:
-        return None
+def _safe_reconcile(namespace: str, name: str) -> float | None:
     try:
         return reconcile(namespace, name)
-    except Exception as exc:  # one line; the daemon's next wake-up retries
+    except Exception as exc:  # one line; the daemon retries
         log.warning("reconcile of DriftMonitor %s/%s failed: %s", namespace, name, exc)
-        return 30.0
+        return RETRY_SECONDS
+
+
+# ----------------------------------------------------------------------------- triggers
+#
+# One async daemon per monitor is the only place its reconcile runs: each reconcile is
+# a short blocking call in a worker thread, and between reconciles the daemon awaits
+# (holding no thread) until the decision's requeue time, or until an event wakes it.
+# Events (the monitor's spec, its check Jobs, its retraining TrainingJob, the Datasets
+# and ModelDeployment it references) only wake the daemon, so a wake-up always re-arms
+# the schedule with the delay the fresh decision asks for, and one monitor's reconciles
+# never overlap.
+
+#: Wake-up flags of the running daemons, by (namespace, name); set from kopf's event loop.
+_wakers: dict[tuple[str, str], asyncio.Event] = {}
+
+
+def _wake(namespace: str | None, name: str | None) -> None:
+    """Make the monitor's daemon reconcile now (no-op when it has none yet: it starts soon)."""
+    waker = _wakers.get((namespace or "", name or ""))
+    if waker is not None:
+        waker.set()
+
+
+async def _sleep(stopped: kopf.DaemonStopped, waker: asyncio.Event, seconds: float) -> None:
+    """Return after ``seconds``, or as soon as the daemon is stopped or woken."""
+    waits = [
+        asyncio.ensure_future(stopped.wait(seconds)),
+        asyncio.ensure_future(waker.wait()),
+    ]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 @kopf.daemon("kyklos.io", "v1alpha1", "driftmonitors", cancellation_timeout=5)
-def monitor_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str | None, **_: Any) -> None:
-    """One per monitor: reconcile, then sleep until the next check is due (or woken)."""
-    while not stopped:
-        delay = _safe_reconcile(namespace, name)
-        stopped.wait(min(delay if delay is not None else MAX_SLEEP, MAX_SLEEP))
+async def monitor_daemon(
+    stopped: kopf.DaemonStopped, name: str, namespace: str | None, **_: Any
+) -> None:
+    """One per monitor: reconcile, then wait until the next check is due (or woken)."""
+    key = (namespace or "", name)
+    waker = _wakers.setdefault(key, asyncio.Event())
+    try:
+        while not stopped:
+            waker.clear()
+            delay = await asyncio.to_thread(_safe_reconcile, key[0], name)
+            await _sleep(stopped, waker, min(delay if delay is not None else MAX_SLEEP, MAX_SLEEP))
+    finally:
+        if _wakers.get(key) is waker:
+            del _wakers[key]
 
 
 @kopf.on.event("kyklos.io", "v1alpha1", "driftmonitors")
-def on_monitor(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def on_monitor(type: str | None, body: kopf.Body, **_: Any) -> None:
     """The spec changed (status-only changes are this controller's own writes)."""
     if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
         return
     status = body.get("status") or {}
-    if type == "ADDED" or status.get("observedGeneration") != body["metadata"].get("generation"):
-        _safe_reconcile(body["metadata"].get("namespace"), body["metadata"].get("name"))
+    if status.get("observedGeneration") != body["metadata"].get("generation"):
+        _wake(body["metadata"].get("namespace"), body["metadata"].get("name"))
 
 
 @kopf.on.event(
     "batch", "v1", "jobs", labels={OWNER: kopf.PRESENT, "app.kubernetes.io/managed-by": "kyklos"}
 )
-def on_check_job(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
-    """A check Job finished (or changed): reconcile its monitor."""
+async def on_check_job(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    """A check Job finished (or changed): its monitor decides what is next."""
     status = body.get("status") or {}
     if type == "DELETED" or not (
         status.get("succeeded") or status.get("failed") or status.get("conditions")
     ):
         return
-    _safe_reconcile(namespace, (body["metadata"].get("labels") or {}).get(OWNER))
+    _wake(namespace, (body["metadata"].get("labels") or {}).get(OWNER))
 
 
 @kopf.on.event("kyklos.io", "v1alpha1", "trainingjobs", labels={OWNER: kopf.PRESENT})
-def on_retrain(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+async def on_retrain(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
     """A retraining TrainingJob changed: follow its outcome."""
     if type != "DELETED":
-        _safe_reconcile(namespace, (body["metadata"].get("labels") or {}).get(OWNER))
+        _wake(namespace, (body["metadata"].get("labels") or {}).get(OWNER))
 
 
 @kopf.index("kyklos.io", "v1alpha1", "driftmonitors")
-def monitors_by_namespace(
+async def monitors_by_namespace(
     namespace: str | None, name: str | None, spec: kopf.Spec, **_: Any
 ) -> dict[str | None, dict[str, Any]]:
     """Monitors per namespace with what they reference, so unrelated events cost no API call."""
@@ -315,22 +352,26 @@ def monitors_by_namespace(
     }
 
 
-def _wake(index: kopf.Index[str | None, dict[str, Any]], namespace: str | None, match: Any) -> None:
+def _wake_matching(
+    index: kopf.Index[str | None, dict[str, Any]], namespace: str | None, match: Any
+) -> None:
     if namespace not in index:
         return
     for entry in list(index[namespace]):
         if match(entry):
-            _safe_reconcile(namespace, entry["name"])
+            _wake(namespace, entry["name"])
 
 
 @kopf.on.event("kyklos.io", "v1alpha1", "modeldeployments")
-def on_deployment(type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
+async def on_deployment(type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
     """A ModelDeployment's rollout moved: monitors promoting into it follow the outcome."""
     if type != "DELETED":
-        _wake(kwargs["monitors_by_namespace"], namespace, lambda e: e["deployment"] == name)
+        _wake_matching(
+            kwargs["monitors_by_namespace"], namespace, lambda e: e["deployment"] == name
+        )
 
 
 @kopf.on.event("kyklos.io", "v1alpha1", "datasets")
-def on_dataset(namespace: str | None, name: str, **kwargs: Any) -> None:
+async def on_dataset(namespace: str | None, name: str, **kwargs: Any) -> None:
     """A referenced Dataset became Ready (or changed): monitors waiting on it reconcile."""
-    _wake(kwargs["monitors_by_namespace"], namespace, lambda e: name in e["datasets"])
+    _wake_matching(kwargs["monitors_by_namespace"], namespace, lambda e: name in e["datasets"])
