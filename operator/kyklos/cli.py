@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="longest a profile Job may run: a duration (30m, 1h) or seconds; 0 for none (1h)",
     )
+    run.add_argument(
+        "--executor-workers",
+        default=None,
+        help="threads for handlers' short blocking API calls (16); not a limit on objects",
+    )
     run.add_argument("--log-level", default=None, help="debug, info, warning or error")
     run.add_argument("--log-format", default=None, help="json or text")
 
@@ -112,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
                 "worker_service_account": args.worker_service_account,
                 "worker_resources": args.worker_resources,
                 "worker_deadline_seconds": args.worker_deadline,
+                "executor_workers": args.executor_workers,
                 "log_level": args.log_level and args.log_level.lower(),
                 "log_format": args.log_format and args.log_format.lower(),
             }

@@ -11,6 +11,7 @@
 | KYKLOS_ARTIFACTS_CLAIM_SIZE | | size of the per-namespace artifact claim the operator creates for pvc:// stores | 10Gi |
 | KYKLOS_ARTIFACTS_STORAGE_CLASS | | StorageClass of that claim | the cluster default |
 | KYKLOS_PVC_ROOT | | where pvc://<claim> is mounted inside worker pods | /mnt/kyklos/pvc |
+| KYKLOS_EXECUTOR_WORKERS | --executor-workers | threads for short blocking API calls of handlers (not a limit on how many objects the operator holds: nothing that waits holds one) | 16 |
 | KYKLOS_LOG_LEVEL | --log-level | debug, info, warning, error | info |
 | KYKLOS_LOG_FORMAT | --log-format | json or text | text |
 """
@@ -36,6 +37,7 @@ DEFAULT_WORKER_RESOURCES: dict[str, Any] = {
     "limits": {"memory": "1Gi"},
 }
 DEFAULT_WORKER_DEADLINE = "1h"
+DEFAULT_EXECUTOR_WORKERS = 16
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")
 
@@ -58,6 +60,8 @@ class OperatorConfig:
     artifacts_claim_size: str = "10Gi"
     artifacts_storage_class: str | None = None
     pvc_root: str = DEFAULT_PVC_ROOT
+    #: Size of kopf's executor (sync handlers' short blocking calls).
+    executor_workers: int = DEFAULT_EXECUTOR_WORKERS
     log_level: str = "info"
     log_format: str = "text"
 
@@ -79,6 +83,7 @@ class OperatorConfig:
             "artifacts_claim_size": env.get("KYKLOS_ARTIFACTS_CLAIM_SIZE") or "10Gi",
             "artifacts_storage_class": env.get("KYKLOS_ARTIFACTS_STORAGE_CLASS") or None,
             "pvc_root": env.get("KYKLOS_PVC_ROOT") or DEFAULT_PVC_ROOT,
+            "executor_workers": env.get("KYKLOS_EXECUTOR_WORKERS") or DEFAULT_EXECUTOR_WORKERS,
             "log_level": (env.get("KYKLOS_LOG_LEVEL") or "info").lower(),
             "log_format": (env.get("KYKLOS_LOG_FORMAT") or "text").lower(),
         }
@@ -92,6 +97,7 @@ class OperatorConfig:
             values["worker_resources"] = _parse_resources(resources)
         if isinstance(values["worker_deadline_seconds"], str):
             values["worker_deadline_seconds"] = _parse_deadline(values["worker_deadline_seconds"])
+        values["executor_workers"] = _parse_workers(values["executor_workers"])
         if values["log_level"] not in LOG_LEVELS:
             raise ConfigError(
                 f"KYKLOS_LOG_LEVEL/--log-level: {values['log_level']!r} is not one of {', '.join(LOG_LEVELS)}"
@@ -117,6 +123,19 @@ def _parse_resources(text: str) -> dict[str, Any]:
             'KYKLOS_WORKER_RESOURCES/--worker-resources: expected {"requests": {...}, "limits": {...}}'
         )
     return parsed
+
+
+def _parse_workers(value: str | int) -> int:
+    """A whole number of executor threads, 1 to 256."""
+    try:
+        workers = int(str(value).strip())
+    except ValueError:
+        workers = 0
+    if not 1 <= workers <= 256:
+        raise ConfigError(
+            f"KYKLOS_EXECUTOR_WORKERS/--executor-workers: {value!r} is not a whole number from 1 to 256"
+        )
+    return workers
 
 
 def _parse_deadline(text: str) -> int | None:

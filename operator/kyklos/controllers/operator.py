@@ -175,7 +175,9 @@ def _settings(settings: kopf.OperatorSettings, **_: object) -> None:
     # Events are posted explicitly for transitions; kopf's per-log-line events would be
     # a write per handler call and break quiescence.
     settings.posting.enabled = False
-    settings.execution.max_workers = 16
+    # Only short blocking calls run on the executor: every daemon and retry that waits is
+    # async, so this bounds concurrency, not how many objects the operator can hold.
+    settings.execution.max_workers = config.current().executor_workers
     # Every handler is a level-triggered, idempotent reconcile: coalescing an object's events
     # for kopf's default 0.1 s only adds that much to create -> child latency.
     settings.batching.batch_window = 0.01

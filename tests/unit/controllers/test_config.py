@@ -65,3 +65,14 @@ def test_the_worker_deadline_flag_overrides_the_env() -> None:
 def test_a_bad_worker_deadline_names_the_variable_and_the_flag(value: str) -> None:
     with pytest.raises(ConfigError, match="KYKLOS_WORKER_DEADLINE/--worker-deadline"):
         OperatorConfig.from_env({"KYKLOS_WORKER_DEADLINE": value})
+
+
+def test_executor_workers_is_a_setting_with_a_documented_default() -> None:
+    from kyklos.controllers.config import DEFAULT_EXECUTOR_WORKERS, ConfigError, OperatorConfig
+
+    assert OperatorConfig.from_env({}).executor_workers == DEFAULT_EXECUTOR_WORKERS == 16
+    assert OperatorConfig.from_env({"KYKLOS_EXECUTOR_WORKERS": "4"}).executor_workers == 4
+    assert OperatorConfig.from_env({}, {"executor_workers": "64"}).executor_workers == 64
+    for bad in ("0", "many", "1000"):
+        with pytest.raises(ConfigError, match="KYKLOS_EXECUTOR_WORKERS/--executor-workers"):
+            OperatorConfig.from_env({"KYKLOS_EXECUTOR_WORKERS": bad})
