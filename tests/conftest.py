@@ -41,6 +41,18 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings as hypothesis_settings
+
+# Hypothesis: under CI=true every property test is derandomised (the same examples on every
+# run, no example database), so exploration can never fail a submission at random. Locally
+# the "explore" profile searches afresh each run; a counter-example it finds becomes an
+# @example beside the test. HYPOTHESIS_PROFILE picks a profile explicitly.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("explore", print_blob=True)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE")
+    or ("ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "explore")
+)
 
 POLICY_ANNOTATION = "sandbox.kyklos.io/policy-sha256"
 NODE_PREFIX = "sandbox-node-"

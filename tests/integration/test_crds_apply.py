@@ -8,6 +8,7 @@ the same field.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -198,7 +199,7 @@ def test_api_server_and_pydantic_agree_on_random_mutations(
     """Hypothesis: one-field mutations of the good manifests get the same verdict from the
     real API server (dryRun=All, strict) and from the pydantic models."""
     from crd_emulation import pydantic_problems
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, example, given, settings
     from kubernetes import client
     from kubernetes.client.rest import ApiException
     from test_parity_fuzz import MODELS, mutated
@@ -212,6 +213,8 @@ def test_api_server_and_pydantic_agree_on_random_mutations(
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
     @given(mutated())
+    # Found by exploration: a whole float where a CEL rule reads an integer.
+    @example(("ModelDeployment", _with_weights([{"weight": 1.0}, {"weight": 50}])))
     def agree(sample: tuple[str, dict[str, Any]]) -> None:
         kind, doc = sample
         try:
@@ -231,6 +234,14 @@ def test_api_server_and_pydantic_agree_on_random_mutations(
         assert server == (not pyd), f"API server: {message or 'accepted'}\npydantic: {pyd}"
 
     agree()
+
+
+def _with_weights(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    from parity_cases import DEPLOYMENT
+
+    doc = copy.deepcopy(DEPLOYMENT)
+    doc["spec"]["strategy"] = {"type": "Canary", "steps": steps}
+    return doc
 
 
 def test_cel_cost_estimation_needs_the_bounds(crds_installed: Path) -> None:

@@ -79,6 +79,7 @@ _KEPT = (
     "default",
     "minimum",
     "maximum",
+    "multipleOf",
     "exclusiveMinimum",
     "exclusiveMaximum",
     "minLength",

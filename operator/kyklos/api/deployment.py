@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
@@ -37,6 +37,12 @@ CANARY_NEEDS_STEPS = CelRule(
     message="required when type is Canary",
     field_path=".steps",
 )
+#: The schema of a whole number that a CEL rule reads. With ``type: integer`` the API server
+#: lets ``1.0`` through its schema check but CEL then fails the rule ("expected int, got
+#: float64"); as a number that must be a multiple of 1, CEL reads 1 and 1.0 alike (as
+#: doubles), the schema still refuses 1.5, and the API server agrees with pydantic.
+CEL_INT: dict[str, Any] = {"type": "number", "multipleOf": 1}
+
 # isSorted() is in the Kubernetes CEL list library; exists_one rules out equal neighbours,
 # so together they mean strictly increasing.
 INCREASING_WEIGHTS = CelRule(
@@ -125,8 +131,12 @@ class Autoscaling(KyklosModel):
 
     model_config = ConfigDict(json_schema_extra=cel_rules(MIN_LE_MAX_REPLICAS))
 
-    min_replicas: int = Field(default=1, ge=1, le=1000, description="Lowest replica count.")
-    max_replicas: int = Field(ge=1, le=1000, description="Highest replica count.")
+    min_replicas: int = Field(
+        default=1, ge=1, le=1000, description="Lowest replica count.", json_schema_extra=CEL_INT
+    )
+    max_replicas: int = Field(
+        ge=1, le=1000, description="Highest replica count.", json_schema_extra=CEL_INT
+    )
     target_cpu_utilization: int = Field(
         default=80, ge=1, le=100, description="Average CPU utilisation target, in percent."
     )
@@ -141,7 +151,12 @@ class Autoscaling(KyklosModel):
 class CanaryStep(KyklosModel):
     """One step of a canary: the canary's share of replicas, and how long to hold it."""
 
-    weight: int = Field(ge=1, le=100, description="Canary share of replicas, in percent (1-100).")
+    weight: int = Field(
+        ge=1,
+        le=100,
+        description="Canary share of replicas, in percent (1-100).",
+        json_schema_extra=CEL_INT,
+    )
     pause: Duration = Field(
         default="30s", description="How long the step holds once the canary is Ready."
     )

@@ -173,6 +173,19 @@ GOOD = [
     ),
     # A whole float is an integer once the API server decoded it.
     Case("deployment-whole-float-port", "ModelDeployment", {"spec.runtime.port": 9000.0}),
+    # ... also where a CEL rule reads it: such fields are numbers that are multiples of 1,
+    # so CEL does not fail the rule with "expected int, got float64" (found by the random
+    # mutations against the real API server).
+    Case(
+        "deployment-whole-float-weights",
+        "ModelDeployment",
+        {"spec.strategy.steps": [{"weight": 1.0}, {"weight": 50, "pause": "2m"}]},
+    ),
+    Case(
+        "deployment-whole-float-replicas",
+        "ModelDeployment",
+        {"spec.autoscaling": {"minReplicas": 2.0, "maxReplicas": 3}},
+    ),
     Case("drift-full", "DriftMonitor"),
     Case(
         "drift-promote-none-without-deployment",
@@ -341,6 +354,12 @@ BAD = [
         "ModelDeployment",
         {"spec.strategy.steps": [{"weight": 20}, {"weight": 20}, {"weight": 60}]},
         at="spec.strategy.steps",
+    ),
+    Case(
+        "deployment-fractional-weight",
+        "ModelDeployment",
+        {"spec.strategy.steps.0.weight": 10.5},
+        at="spec.strategy.steps.0.weight",
     ),
     Case(
         "deployment-zero-weight",

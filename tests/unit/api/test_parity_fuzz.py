@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 from crd_emulation import kube_problems, pydantic_problems
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from parity_cases import GOOD, Case
 
@@ -17,6 +17,7 @@ from kyklos.api.crd import render_crd
 MODELS = {k.KIND: k for k in KINDS}  # type: ignore[attr-defined]
 CRDS = {name: render_crd(model) for name, model in MODELS.items()}
 BASES = [case.manifest() for case in GOOD if "status" not in case.manifest()]
+BASES_BY_KIND = {doc["kind"]: doc for doc in reversed(BASES)}
 
 # Values that probe types, bounds, enums, patterns and emptiness.
 VALUES = st.one_of(
@@ -68,6 +69,19 @@ def mutated(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
+# Found against the real API server: a whole float where a CEL rule reads an integer.
+@example(
+    (
+        "ModelDeployment",
+        {
+            **BASES_BY_KIND["ModelDeployment"],
+            "spec": {
+                **BASES_BY_KIND["ModelDeployment"]["spec"],
+                "strategy": {"type": "Canary", "steps": [{"weight": 1.0}, {"weight": 50}]},
+            },
+        },
+    )
+)
 def test_one_field_mutations_get_the_same_verdict(sample: tuple[str, dict[str, Any]]) -> None:
     kind, doc = sample
     kube = kube_problems(CRDS[kind], doc)
