@@ -128,5 +128,27 @@ def status_after(stored: Mapping[str, Any] | None, desired: Mapping[str, Any]) -
     return apply_merge_patch(stored, status_patch(stored, desired))
 
 
+#: Phases that announce trouble: their transition Events are Warnings.
+TROUBLE_PHASES = frozenset({"Error", "Failed", "Degraded", "RolledBack"})
+
+
+def phase_event(
+    stored: Mapping[str, Any] | None, desired: Mapping[str, Any], events: Sequence[Event]
+) -> Event | None:
+    """The Event announcing a phase change that none of ``events`` announces already.
+
+    Its reason is the ``Ready`` condition's (Events use the conditions' reason strings) and
+    its message says which phase changed to which and why. None when the phase is unchanged
+    or another Event of the same decision tells the story.
+    """
+    old, new = (stored or {}).get("phase"), desired.get("phase")
+    if not new or old == new or events:
+        return None
+    ready = get_condition(desired.get("conditions"), "Ready") or {}
+    reason = str(ready.get("reason") or new)
+    detail = f": {ready['message']}" if ready.get("message") else ""
+    return Event(reason, f"{old or 'new'} -> {new}{detail}"[:1024], warning=new in TROUBLE_PHASES)
+
+
 def _drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}

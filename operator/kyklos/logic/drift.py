@@ -34,7 +34,7 @@ from typing import Any
 from kyklos.api.common import ConditionStatus, ConditionType, Reason
 from kyklos.api.drift import DriftMonitorSpec, DriftPhase, PromotePolicy, RetrainOutcome
 from kyklos.api.reports import DriftSummary
-from kyklos.logic.conditions import Event, condition_is, rfc3339, set_condition
+from kyklos.logic.conditions import Event, condition_is, phase_event, rfc3339, set_condition
 from kyklos.logic.durations import parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.workerjob import WorkerConfig, build_worker_job
@@ -518,6 +518,9 @@ def decide(
     _follow_retrain(status, spec, observed, now, decision)
     _maybe_retrain(status, spec, name, now, fresh_trip, decision)
     status["phase"] = _phase(status).value
+    announced = phase_event(stored, status, decision.events)
+    if announced is not None:
+        decision.events.append(announced)
     return decision
 
 

@@ -85,3 +85,17 @@ def test_status_patch_nested_and_removals() -> None:
         stored, {"phase": "Failed", "nested": {"a": 1, "b": 3}, "gone": None, "new": []}
     )
     assert patch == {"phase": "Failed", "nested": {"b": 3}, "gone": None, "new": []}
+
+
+def test_phase_event_announces_an_unannounced_phase_change_with_the_ready_reason() -> None:
+    from kyklos.logic.conditions import Event, phase_event
+
+    desired = {
+        "phase": "Failed",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Boom", "message": "why"}],
+    }
+    event = phase_event({"phase": "Running"}, desired, [])
+    assert event == Event("Boom", "Running -> Failed: why", warning=True)
+    assert phase_event({"phase": "Failed"}, desired, []) is None
+    assert phase_event({"phase": "Running"}, desired, [Event("Other", "x")]) is None
+    assert phase_event(None, {"phase": "Pending"}, []) == Event("Pending", "new -> Pending")

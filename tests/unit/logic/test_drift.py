@@ -360,3 +360,21 @@ def test_without_use_current_data_the_baseline_stays() -> None:
     d = run(stored, observed(retrain=accepted_tj(True), deployment=md), s)
     assert d.status["lastRetrain"]["outcome"] == "Promoted"
     assert "baselineDataset" not in d.status
+
+
+def test_pending_to_healthy_is_announced_with_the_ready_reason() -> None:
+    pending = run(None, observed()).status
+    assert pending["phase"] == "Pending"
+    d = run(pending, observed(checks=[check(1, drifted=False, share=0.1)]))
+    assert d.status["phase"] == "Healthy"
+    (event,) = d.events
+    assert event.reason == "NoDrift" and not event.warning
+    assert event.message.startswith("Pending -> Healthy: check 1 succeeded")
+
+
+def test_a_transition_with_its_own_event_is_not_announced_twice() -> None:
+    pending = run(None, observed()).status
+    d = run(pending, observed(checks=[check(1, drifted=True)]))
+    assert d.status["phase"] in ("Drifted", "Retraining")
+    assert "DriftDetected" in reasons(d)
+    assert not any(e.message.startswith("Pending ->") for e in d.events)
