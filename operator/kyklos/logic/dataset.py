@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from kyklos.api.common import ConditionStatus, ConditionType, Reason, drop_none
 from kyklos.api.dataset import DatasetPhase, DatasetSpec
 from kyklos.api.reports import ProfileSummary
+from kyklos.api.worker import ProfileArgs
 from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import format_duration, parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
@@ -108,19 +109,12 @@ def build_profile_job(
 ) -> dict[str, Any]:
     """The Job that profiles ``body``'s data (run 0: first profile; n > 0: refresh n)."""
     meta = body["metadata"]
-    args = [
-        "profile",
-        "--spec",
-        worker_spec_json(spec),
-        "--namespace",
-        meta["namespace"],
-        "--name",
-        meta["name"],
-        "--artifacts",
-        config.artifacts_uri,
-        "--termination-log",
-        "/dev/termination-log",
-    ]
+    args = ProfileArgs(
+        spec=worker_spec_json(spec),
+        namespace=meta["namespace"],
+        name=meta["name"],
+        artifacts=config.artifacts_uri,
+    ).to_argv()
     secret = spec.source.secret_ref.name if spec.source.secret_ref else None
     return build_worker_job(
         body,

@@ -34,6 +34,7 @@ from typing import Any
 from kyklos.api.common import ConditionStatus, ConditionType, Reason
 from kyklos.api.drift import DriftMonitorSpec, DriftPhase, PromotePolicy, RetrainOutcome
 from kyklos.api.reports import DriftSummary
+from kyklos.api.worker import DriftArgs
 from kyklos.logic.conditions import Event, condition_is, phase_event, rfc3339, set_condition
 from kyklos.logic.durations import parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
@@ -533,36 +534,32 @@ def build_check_job(
     """The Job running check ``plan.number`` of ``monitor`` with ``kyklos worker drift``."""
     meta = monitor["metadata"]
     name = check_job_name(meta["name"], plan.number)
-    args = [
-        "drift",
-        "--spec",
-        json.dumps(spec.model_dump(by_alias=True, exclude_none=True, mode="json"), sort_keys=True),
-        "--namespace",
-        meta["namespace"],
-        "--name",
-        meta["name"],
-        "--artifacts",
-        config.artifacts_uri,
-        "--reference-profile",
-        plan.reference_profile,
-        "--reference-sample",
-        plan.reference_sample,
-        "--check-id",
-        str(plan.number),
-    ]
     reads = [plan.reference_profile, plan.reference_sample]
     secrets: list[str] = []
     source = spec.current.source
+    current: dict[str, Any] = {}
     if plan.current_sample is not None:
-        args += ["--current-sample", plan.current_sample]
+        current["current_sample"] = plan.current_sample
         reads.append(plan.current_sample)
     elif source is not None:
-        args += ["--current-uri", source.uri, "--window", str(source.window)]
+        current.update(current_uri=source.uri, window=source.window)
         if source.format is not None:
-            args += ["--current-format", str(source.format)]
+            current["current_format"] = str(source.format)
         reads.append(source.uri)
         if source.secret_ref is not None:
             secrets.append(source.secret_ref.name)
+    args = DriftArgs(
+        spec=json.dumps(
+            spec.model_dump(by_alias=True, exclude_none=True, mode="json"), sort_keys=True
+        ),
+        namespace=meta["namespace"],
+        name=meta["name"],
+        artifacts=config.artifacts_uri,
+        reference_profile=plan.reference_profile,
+        reference_sample=plan.reference_sample,
+        check_id=str(plan.number),
+        **current,
+    ).to_argv()
     job = build_worker_job(
         monitor,
         job_name=name,

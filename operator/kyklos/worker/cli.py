@@ -10,7 +10,6 @@ to get one for an unexpected error).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -20,40 +19,17 @@ from pydantic import ValidationError
 from kyklos.api.dataset import DatasetSpec
 from kyklos.api.drift import DriftMonitorSpec
 from kyklos.api.reports import DriftErrorReason, DriftSummary, ProfileReason, ProfileSummary
+from kyklos.api.worker import DriftArgs, ProfileArgs, WorkerArgsError
 from kyklos.worker.drift import CurrentInput, run_drift
 from kyklos.worker.exit_status import EXIT_INTERNAL, EXIT_UNREADABLE
 from kyklos.worker.io import describe_error, redact
 from kyklos.worker.profile import run_profile
 
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kyklos worker", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def common(p: argparse.ArgumentParser, kind: str) -> None:
-        p.add_argument("--spec", required=True, help=f"the {kind} spec as JSON")
-        p.add_argument("--namespace", required=True)
-        p.add_argument("--name", required=True)
-        p.add_argument("--artifacts", required=True, help="artifact store URI")
-        p.add_argument("--termination-log", default=DEFAULT_TERMINATION_LOG)
-        p.add_argument("--seed", type=int, default=0, help="seed of the row sample")
-
-    prof = sub.add_parser("profile", help="validate, version and profile a Dataset source")
-    common(prof, "Dataset")
-
-    drift = sub.add_parser("drift", help="compare current data against a Dataset's reference")
-    common(drift, "DriftMonitor")
-    drift.add_argument("--reference-profile", required=True)
-    drift.add_argument("--reference-sample", required=True)
-    cur = drift.add_mutually_exclusive_group()
-    cur.add_argument("--current-uri", help="URI or glob of the current files")
-    cur.add_argument("--current-sample", help="a current Dataset's sample.parquet")
-    drift.add_argument("--current-format", choices=["csv", "parquet", "jsonl"])
-    drift.add_argument("--window", type=int, help="latest N files of --current-uri")
-    drift.add_argument("--check-id", required=True)
-    return parser
+USAGE = "usage: kyklos worker {profile,drift} --flag value ... (the operator builds the argv)"
+COMMANDS: dict[str, type[ProfileArgs] | type[DriftArgs]] = {
+    ProfileArgs.COMMAND: ProfileArgs,
+    DriftArgs.COMMAND: DriftArgs,
+}
 
 
 def _spec_error(err: ValidationError) -> str:
@@ -77,7 +53,7 @@ def _report(summary: ProfileSummary | DriftSummary, exit_code: int, termination_
     return exit_code
 
 
-def _profile(args: argparse.Namespace) -> int:
+def _profile(args: ProfileArgs) -> int:
     try:
         spec = DatasetSpec.model_validate_json(args.spec)
     except ValidationError as err:
@@ -85,11 +61,11 @@ def _profile(args: argparse.Namespace) -> int:
             ok=False, reason=ProfileReason.INVALID_SPEC, message=_spec_error(err)
         )
         return _report(summary, EXIT_UNREADABLE, args.termination_log)
-    run = run_profile(spec, args.namespace, args.name, args.artifacts, seed=args.seed)
+    run = run_profile(spec, args.namespace, args.name, args.artifacts, seed=args.seed or 0)
     return _report(run.summary, run.exit_code, args.termination_log)
 
 
-def _drift(args: argparse.Namespace) -> int:
+def _drift(args: DriftArgs) -> int:
     try:
         spec = DriftMonitorSpec.model_validate_json(args.spec)
     except ValidationError as err:
@@ -112,27 +88,38 @@ def _drift(args: argparse.Namespace) -> int:
         reference_sample=args.reference_sample,
         current=current,
         check_id=args.check_id,
-        seed=args.seed,
+        seed=args.seed or 0,
     )
     return _report(run.summary, run.exit_code, args.termination_log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kyklos worker <command> ...``; returns the exit status."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else ""
+    if command not in COMMANDS:
+        print(f"kyklos worker: unknown command {command!r}; {USAGE}", file=sys.stderr)
+        return 2
     try:
-        return _profile(args) if args.command == "profile" else _drift(args)
+        args = COMMANDS[command].from_argv(argv[1:])
+    except (WorkerArgsError, ValidationError) as err:
+        print(f"kyklos worker {command}: {err}", file=sys.stderr)
+        return 2
+    try:
+        if isinstance(args, DriftArgs):
+            return _drift(args)
+        return _profile(args)
     except Exception as err:  # the worker's boundary: one line, not a traceback
         if os.environ.get("KYKLOS_DEBUG"):
             raise
         message = redact(
-            f"internal error in kyklos worker {args.command}: {type(err).__name__}: "
+            f"internal error in kyklos worker {command}: {type(err).__name__}: "
             f"{describe_error(err)}"
         )
         # The termination message is all the operator (and the user's status) will see.
         summary: ProfileSummary | DriftSummary = (
             ProfileSummary(ok=False, reason=ProfileReason.PROFILE_JOB_FAILED, message=message)
-            if args.command == "profile"
+            if command == "profile"
             else DriftSummary(ok=False, reason=DriftErrorReason.CHECK_FAILED, message=message)
         )
         return _report(summary, EXIT_INTERNAL, args.termination_log)
