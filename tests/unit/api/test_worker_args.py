@@ -48,8 +48,10 @@ def test_drift_args_round_trip_with_typed_values() -> None:
 def test_a_missing_or_unknown_flag_is_named() -> None:
     with pytest.raises(WorkerArgsError, match="--check-id"):
         DriftArgs.from_argv(
-            ["--spec", "{}", "--namespace", "n", "--name", "m", "--artifacts", "a"]
-            + ["--reference-profile", "p", "--reference-sample", "s"]
+            [
+                *("--spec", "{}", "--namespace", "n", "--name", "m", "--artifacts", "a"),
+                *("--reference-profile", "p", "--reference-sample", "s"),
+            ]
         )
     with pytest.raises(WorkerArgsError, match="--bogus"):
         ProfileArgs.from_argv(
