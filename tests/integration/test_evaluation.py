@@ -344,9 +344,11 @@ def test_a_missing_champion_waits_and_a_stuck_evaluation_pod_is_explained(
     assert kyklos.status("trainingjobs", "patient")["metrics"] == {"accuracy": 0.9}
     assert not [j for j in jobs_of(k8s, namespace, "patient") if j.metadata.name.endswith("-eval")]
 
-    kyklos.create("modeldeployments", deployment("later", {"uri": live}))
+    # It appears (and serves nothing yet when the gate sees it): the gate goes on, threshold only.
+    kyklos.create("modeldeployments", deployment("later", {"fromTrainingJob": "not-trained"}))
     _, gate = verdict(kyklos, "patient")
-    assert (gate["status"], gate["reason"]) == ("True", "BeatsChampion"), gate
+    assert (gate["status"], gate["reason"]) == ("True", "NoChampion"), gate
+    assert gate["message"].startswith("ModelDeployment later serves no model yet")
 
     stuck = wait_for(
         lambda: (r := ready_reason(kyklos, "huge")) and r[1] == "PodUnschedulable" and r,
