@@ -41,7 +41,11 @@ a succeeded training gets condition ``ModelAccepted``: True ``ThresholdMet`` (``
 0.9``), False ``ThresholdNotMet`` (``accuracy 0.81 < 0.9``) or False ``MetricMissing``. Without
 an evaluation a succeeded training's model is accepted (True, ``NoEvaluation``); a failed one's is
 not (False, ``Failed``). Consumers (ModelDeployment ``fromTrainingJob``, DriftMonitor retraining)
-use ``status.modelUri`` once ``ModelAccepted`` is True.
+use ``status.modelUri`` once ``ModelAccepted`` is True. With ``evaluation.datasetRef``,
+``compareTo`` or ``evaluator`` the gate instead scores the model again in the evaluation Job
+``<name>-eval`` (champion vs challenger on one pinned dataset version, see
+``kyklos.logic.evaluation``): the TrainingJob stays Running (Ready reason ``Evaluating``,
+ModelAccepted Unknown) until the verdict, and only then records ``completionTime``.
 
 **Immutability.** The spec is immutable once the training has started (``status.startTime``
 set: the Job controller started the Job, i.e. it was created or unsuspended), enforced by the
@@ -843,6 +847,8 @@ def _transition_events(stored: Mapping[str, Any], desired: Mapping[str, Any]) ->
         after = get_condition(desired.get("conditions"), type)
         if after is None:
             continue
+        if type == ConditionType.MODEL_ACCEPTED and after.get("status") == ConditionStatus.UNKNOWN:
+            continue  # the gate is still evaluating: Ready's Evaluating Event says so
         if before is not None and (before.get("reason"), before.get("status")) == (
             after.get("reason"),
             after.get("status"),

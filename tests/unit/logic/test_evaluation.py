@@ -551,6 +551,7 @@ def test_champion_challenger_flow_records_the_champion_and_judges_on_the_eval_jo
     assert record["champion"] == {"modelDeployment": "churn", "model": "pvc://models/churn/v1"}
     assert record["datasetVersion"] == "sha256:abc"
     assert first.transitions == ["succeeded"]
+    assert [e.reason for e in first.events].count("Evaluating") == 1
     tj = settle(tj, first)
 
     created = json.loads(json.dumps(first.create_eval_job))
