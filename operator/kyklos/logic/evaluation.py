@@ -55,6 +55,7 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 MAX_METRICS = 64
 TERMINATION_PATH = "/dev/termination-log"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 CHAMPION_MODEL_ANNOTATION = "kyklos.io/champion-model"
 CHAMPION_DEPLOYMENT_ANNOTATION = "kyklos.io/champion-modeldeployment"
@@ -458,6 +459,12 @@ def build_eval_job(
         if key in trainer_spec:
             job_spec[key] = trainer_spec[key]
     meta = trainer_job["metadata"]
+    job_labels = dict(labels)
+    queue = (meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+    if queue:
+        # Queued like the training: Kueue admits the evaluation by unsuspending it.
+        job_labels[KUEUE_QUEUE_LABEL] = queue
+        job_spec["suspend"] = True
     annotations = {
         EVAL_DATASET_ANNOTATION: plan.dataset,
         EVAL_DATASET_URI_ANNOTATION: plan.dataset_uri,
@@ -475,7 +482,7 @@ def build_eval_job(
         "metadata": {
             "name": eval_job_name(str(owner["name"])),
             "namespace": meta["namespace"],
-            "labels": dict(labels),
+            "labels": job_labels,
             "annotations": annotations,
             "ownerReferences": [dict(owner)],
         },

@@ -703,3 +703,10 @@ def test_without_datasetref_compareto_or_evaluator_the_trainers_metrics_are_gate
     assert condition(decision, "ModelAccepted")[:2] == ("True", "ThresholdMet")
     assert decision.status["evaluation"]["verdict"] == "ThresholdMet"
     assert NOW  # the table's clock
+
+
+def test_a_queued_training_queues_its_evaluation_too() -> None:
+    job = eval_job({"queueName": "team-a", "evaluation": {"metric": "accuracy", "threshold": 0.5}})
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["spec"]["suspend"] is True
+    assert "suspend" not in eval_job()["spec"]
