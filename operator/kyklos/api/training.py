@@ -119,10 +119,17 @@ class Evaluator(KyklosModel):
 
     image: ImageRef | None = Field(default=None, description="Image; the trainer's when unset.")
     command: list[Arg] | None = Field(
-        default=None, max_length=64, description="Entrypoint; the trainer's command when unset."
+        default=None,
+        max_length=64,
+        description=(
+            "Entrypoint. Unset: the trainer's command when image is unset too, else the "
+            "image's entrypoint."
+        ),
     )
     args: list[Arg] | None = Field(
-        default=None, max_length=256, description="Arguments; the trainer's args when unset."
+        default=None,
+        max_length=256,
+        description="Arguments. Unset: the trainer's args when image and command are unset too.",
     )
     env: StringMap | None = Field(
         default=None, description="Extra environment; the trainer's spec.env when unset."
