@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kyklos.api.training import Evaluation
 from kyklos.logic.conditions import get_condition, status_after, status_patch
@@ -710,3 +712,33 @@ def test_a_queued_training_queues_its_evaluation_too() -> None:
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert job["spec"]["suspend"] is True
     assert "suspend" not in eval_job()["spec"]
+
+
+values = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+changes = st.floats(min_value=0, max_value=10, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values, values, values, changes, changes)
+def test_the_verdict_is_the_same_seen_from_either_direction(
+    challenger: float, champion: float, threshold: float, min_abs: float, min_rel: float
+) -> None:
+    """max over (v, c, t) and min over (-v, -c, -t) are one question: same verdict, same delta;
+    an accepted challenger is strictly better and clears both change thresholds."""
+    change = compare(minAbsoluteChange=min_abs, minRelativeChange=min_rel)
+    up = verdict(gate(threshold=threshold, **change), scores(challenger), scores(champion))
+    down = verdict(
+        gate(threshold=-threshold, direction="min", **change),
+        scores(-challenger),
+        scores(-champion),
+    )
+    assert (up.accepted, up.reason) == (down.accepted, down.reason)
+    assert up.delta == pytest.approx(down.delta)
+    if up.accepted:
+        assert up.delta is not None and up.delta > 0
+        assert up.delta >= min_abs or math.isclose(up.delta, min_abs, rel_tol=1e-9, abs_tol=1e-12)
+        if champion != 0:
+            assert up.relative_delta is not None
+            assert up.relative_delta >= min_rel or math.isclose(
+                up.relative_delta, min_rel, rel_tol=1e-9, abs_tol=1e-12
+            )
