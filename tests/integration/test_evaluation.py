@@ -319,14 +319,19 @@ def test_a_missing_champion_waits_and_a_stuck_evaluation_pod_is_explained(
     k8s: Any,
     namespace: str,
     host_dir: Path,
+    data_uri: str,
 ) -> None:
     """compareTo naming a ModelDeployment that does not exist: the training runs, the gate
-    waits (Ready=False naming it) and goes on once it exists. An evaluation pod that cannot be
+    waits (Ready=False naming it) and goes on once it exists; so does an evaluation Dataset
+    (DatasetNotReady), whose version is then pinned. An evaluation pod that cannot be
     scheduled is explained as a training pod is, and ends EvaluationFailed at the deadline."""
     kyklos, _ = ready
     live = champion_model(host_dir, "live", 0.8)
     kyklos.create("modeldeployments", deployment("present", {"uri": live}))
     kyklos.create("trainingjobs", challenger("patient", 0.9, "later"))
+    kyklos.create(
+        "trainingjobs", challenger("holdout", 0.9, "present", datasetRef={"name": "holdout"})
+    )
     kyklos.create(
         "trainingjobs",
         challenger("huge", 0.9, "present", resources={"requests": {"cpu": "500"}}, deadline=45),
@@ -349,6 +354,21 @@ def test_a_missing_champion_waits_and_a_stuck_evaluation_pod_is_explained(
     _, gate = verdict(kyklos, "patient")
     assert (gate["status"], gate["reason"]) == ("True", "NoChampion"), gate
     assert gate["message"].startswith("ModelDeployment later serves no model yet")
+
+    # The evaluation Dataset is not there yet: the gate waits for it as training waits for its own.
+    waiting = wait_for(
+        lambda: (r := ready_reason(kyklos, "holdout")) and r[1] == "DatasetNotReady" and r,
+        timeout=TIMEOUT,
+        what="Ready=False DatasetNotReady for the evaluation Dataset",
+    )
+    assert "dataset holdout not found" in waiting[2], waiting
+    holdout = make_dataset(kyklos, data_uri, name="holdout")
+    status, gate = verdict(kyklos, "holdout")
+    assert (gate["status"], gate["reason"]) == ("True", "BeatsChampion"), gate
+    assert (status["evaluation"]["dataset"], status["evaluation"]["datasetVersion"]) == (
+        "holdout",
+        holdout["version"],
+    )
 
     stuck = wait_for(
         lambda: (r := ready_reason(kyklos, "huge")) and r[1] == "PodUnschedulable" and r,
