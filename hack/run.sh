@@ -76,6 +76,8 @@ echo "kyklos: examples applied. In another terminal:"
 echo "  export KUBECONFIG=$KCFG"
 echo "  kubectl get ml            # all Kyklos resources"
 echo "  kubectl wait --for=condition=Ready dataset/churn-reference --timeout=300s"
+echo "  kubectl get tj            # after the drift retrain: its champion/challenger Verdict"
+echo "  kubectl describe tj churn-drift-retrain-1   # Status > Evaluation: both models' metrics and the delta"
 echo "Ctrl-C stops everything."
 for _ in $(seq 1 60); do
   sleep 2

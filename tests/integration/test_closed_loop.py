@@ -208,6 +208,10 @@ def test_drift_retrains_and_promotes_the_new_model(loop: Kyklos, k8s: Any, names
         what="the retrained model's rollout to finish",
     )["lastRetrain"]["outcome"]
     assert outcome == "Promoted", ky.status("driftmonitors", "watch")
+    # retrain.compareToLive: promoted because it beat the live model on the same current rows.
+    gate = ky.status("trainingjobs", retrain)["evaluation"]
+    assert gate["verdict"] == "BeatsChampion", gate
+    assert gate["champion"]["model"] == stable_before and gate["dataset"] == "current"
     md = ky.status("modeldeployments", "churn")
     assert md["stableModel"] == ky.status("trainingjobs", retrain)["modelUri"] != stable_before
     assert not md.get("canaryModel")
@@ -257,3 +261,47 @@ def test_no_drift_window_stays_healthy_and_creates_nothing(loop: Kyklos) -> None
     assert status["drifted"] is False and status["checks"] == 1
     assert not status.get("lastRetrain")
     assert [t["metadata"]["name"] for t in ky.list("trainingjobs")] == ["initial"]
+
+
+def test_a_retrained_model_worse_than_the_live_one_is_rejected_live_untouched(
+    loop: Kyklos, k8s: Any, namespace: str
+) -> None:
+    """retrain.compareToLive (the default): the retrained model and the live one are scored by
+    the example trainer's evaluate mode on the same current rows; a worse challenger is
+    Rejected with both values, and the ModelDeployment is never touched."""
+    ky = loop
+    stable_before = ky.status("modeldeployments", "churn")["stableModel"]
+    md_generation = ky.get("modeldeployments", "churn")["metadata"]["generation"]
+    generation_before = stable_deployment(k8s, namespace).metadata.generation
+    weak = {
+        **TRAINER,
+        # One tiny gradient step: a model that barely learnt anything.
+        "hyperparameters": {"epochs": "1", "learningRate": "0.01"},
+        "evaluation": {"metric": "loss", "threshold": 1.0, "direction": "min"},
+    }
+    body = monitor("current")
+    body["spec"]["retrain"]["template"] = {"datasetRef": {"name": "reference"}, **weak}
+    ky.create("driftmonitors", body)
+    outcome = ky.wait_status(
+        "driftmonitors",
+        "watch",
+        lambda s: (s.get("lastRetrain") or {}).get("outcome") in FINAL,
+        timeout=400,
+        what="the retraining to be judged",
+    )["lastRetrain"]
+    assert outcome["outcome"] == "Rejected", outcome
+    assert "challenger" in outcome["message"] and "vs champion" in outcome["message"], outcome
+    retrain = ky.status("trainingjobs", "watch-retrain-1")
+    assert ky.get("trainingjobs", "watch-retrain-1")["spec"]["evaluation"]["compareTo"] == {
+        "modelDeploymentRef": {"name": "churn"},
+        "minAbsoluteChange": 0.0,
+        "minRelativeChange": 0.0,
+    }
+    evaluation = retrain["evaluation"]
+    assert evaluation["verdict"] == "NotBetterThanChampion"
+    assert evaluation["champion"]["model"] == stable_before
+    assert evaluation["dataset"] == "current"
+    assert evaluation["challenger"]["metrics"]["loss"] > evaluation["champion"]["metrics"]["loss"]
+    assert ky.get("modeldeployments", "churn")["metadata"]["generation"] == md_generation
+    assert ky.status("modeldeployments", "churn")["stableModel"] == stable_before
+    assert stable_deployment(k8s, namespace).metadata.generation == generation_before

@@ -312,6 +312,7 @@ def test_waits_for_the_dataset_then_trains_and_accepts_the_model(
         "value": 0.93,
         "threshold": 0.9,
         "accepted": True,
+        "verdict": "ThresholdMet",
     }
     assert status["attempts"] == 0 and status["startTime"] <= status["completionTime"]
     (job,) = jobs_of(k8s, namespace, "churn")

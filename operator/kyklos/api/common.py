@@ -174,6 +174,14 @@ class Reason(StrEnum):
     # Dataset and TrainingJob: a child pod that does not start (kyklos.logic.pods)
     POD_UNSCHEDULABLE = "PodUnschedulable"
     POD_START_FAILED = "PodStartFailed"
+    # TrainingJob evaluation gate: champion/challenger (kyklos.logic.evaluation)
+    EVALUATING = "Evaluating"
+    BEATS_CHAMPION = "BeatsChampion"
+    NOT_BETTER_THAN_CHAMPION = "NotBetterThanChampion"
+    NO_CHAMPION = "NoChampion"
+    CHAMPION_EVALUATION_FAILED = "ChampionEvaluationFailed"
+    CHAMPION_NOT_FOUND = "ChampionNotFound"
+    EVALUATION_FAILED = "EvaluationFailed"
 
 
 class Condition(KyklosModel):

@@ -51,6 +51,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         },
         {"name": "Metric", "type": "string", "jsonPath": ".status.evaluation.metric"},
         {"name": "Value", "type": "number", "jsonPath": ".status.evaluation.value"},
+        {"name": "Verdict", "type": "string", "jsonPath": ".status.evaluation.verdict"},
         _AGE,
     ],
     "ModelDeployment": [

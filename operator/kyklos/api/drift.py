@@ -187,6 +187,14 @@ class Retrain(KyklosModel):
         default=PromotePolicy.CANARY,
         description="canary: point the ModelDeployment at the accepted model; none: only record it.",
     )
+    compare_to_live: bool = Field(
+        default=True,
+        description=(
+            "When the template's evaluation has no compareTo and modelDeploymentRef is set, "
+            "gate the retrained model against the model that ModelDeployment serves "
+            "(evaluation.compareTo.modelDeploymentRef); needs template.evaluation."
+        ),
+    )
 
 
 class DriftMonitorSpec(KyklosModel):

@@ -12,6 +12,7 @@ from kyklos.api.common import (
     CelRule,
     Conditions,
     KyklosModel,
+    LocalObjectReference,
     ObjectName,
     ResourceRequirements,
     StringMap,
@@ -80,6 +81,65 @@ class Output(KyklosModel):
     )
 
 
+class OnChampionError(StrEnum):
+    """What the gate does when the champion cannot be scored."""
+
+    REJECT = "Reject"
+    THRESHOLD_ONLY = "ThresholdOnly"
+
+
+ChangeThreshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class CompareTo(KyklosModel):
+    """The champion: the model a ModelDeployment serves (status.stableModel) when evaluation starts."""
+
+    model_deployment_ref: LocalObjectReference = Field(
+        description="The ModelDeployment whose stable model is the champion."
+    )
+    min_absolute_change: ChangeThreshold = Field(
+        default=0.0,
+        description=(
+            "The challenger must beat the champion by at least this much in the metric's "
+            "direction (max: challenger >= champion + change; min: <= champion - change)."
+        ),
+    )
+    min_relative_change: ChangeThreshold = Field(
+        default=0.0,
+        description=(
+            "The challenger must beat the champion by at least this fraction of |champion| "
+            "(max: (challenger - champion) / |champion|; min: (champion - challenger) / |champion|). "
+            "With a champion value of 0 the relative check is only 'strictly better'."
+        ),
+    )
+
+
+class Evaluator(KyklosModel):
+    """The container that scores a model (default: the trainer's image and command)."""
+
+    image: ImageRef | None = Field(default=None, description="Image; the trainer's when unset.")
+    command: list[Arg] | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "Entrypoint. Unset: the trainer's command when image is unset too, else the "
+            "image's entrypoint."
+        ),
+    )
+    args: list[Arg] | None = Field(
+        default=None,
+        max_length=256,
+        description="Arguments. Unset: the trainer's args when image and command are unset too.",
+    )
+    env: StringMap | None = Field(
+        default=None, description="Extra environment; the trainer's spec.env when unset."
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Compute resources of each scoring container; the trainer's when unset.",
+    )
+
+
 class Evaluation(KyklosModel):
     """The gate a trained model must pass to be accepted."""
 
@@ -91,6 +151,37 @@ class Evaluation(KyklosModel):
         default=Direction.MAX,
         description="max: accepted when metric >= threshold; min: when metric <= threshold.",
     )
+    dataset_ref: DatasetReference | None = Field(
+        default=None,
+        description=(
+            "The data both models are scored on (pinned in status.evaluation.datasetVersion). "
+            "Default: spec.datasetRef. Setting datasetRef, compareTo or evaluator runs an "
+            "evaluation Job <name>-eval; otherwise the trainer's own metrics are gated."
+        ),
+    )
+    compare_to: CompareTo | None = Field(
+        default=None,
+        description="Champion/challenger: the new model must also beat the model a ModelDeployment serves.",
+    )
+    evaluator: Evaluator | None = Field(
+        default=None,
+        description="The scoring container (KYKLOS_MODE=evaluate); default: the trainer's image and command.",
+    )
+    on_champion_error: OnChampionError = Field(
+        default=OnChampionError.REJECT,
+        description=(
+            "When the champion cannot be scored: Reject the challenger, or ThresholdOnly "
+            "(apply only the threshold)."
+        ),
+    )
+
+    def runs_job(self) -> bool:
+        """Whether the gate scores models in an evaluation Job (else it reads the trainer's metrics)."""
+        return (
+            self.dataset_ref is not None
+            or self.compare_to is not None
+            or self.evaluator is not None
+        )
 
 
 class TrainingJobSpec(KyklosModel):
@@ -154,6 +245,32 @@ class TrainingJobSpec(KyklosModel):
     )
 
 
+class ChampionResult(KyklosModel):
+    """The champion as recorded when the evaluation started, and its scores."""
+
+    model_deployment: str | None = Field(
+        default=None, description="The ModelDeployment it was serving from."
+    )
+    model: str | None = Field(
+        default=None, description="Its model URI (status.stableModel when evaluation started)."
+    )
+    metrics: dict[str, float] | None = Field(
+        default=None, max_length=64, description="Its metrics from the evaluator."
+    )
+    error: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        default=None, description="Why it could not be scored."
+    )
+
+
+class ChallengerResult(KyklosModel):
+    """The newly trained model's scores from the evaluator."""
+
+    model: str | None = Field(default=None, description="Its model URI (status.modelUri).")
+    metrics: dict[str, float] | None = Field(
+        default=None, max_length=64, description="Its metrics from the evaluator."
+    )
+
+
 class EvaluationResult(KyklosModel):
     """The evaluation gate's verdict."""
 
@@ -161,6 +278,28 @@ class EvaluationResult(KyklosModel):
     value: float | None = Field(default=None, description="The metric's value, when reported.")
     threshold: float | None = Field(default=None, description="The threshold it was compared to.")
     accepted: bool | None = Field(default=None, description="Whether the model passed the gate.")
+    verdict: str | None = Field(
+        default=None,
+        description=(
+            "The ModelAccepted reason (ThresholdMet, ThresholdNotMet, BeatsChampion, "
+            "NotBetterThanChampion, NoChampion, ChampionEvaluationFailed, EvaluationFailed, "
+            "MetricMissing), or Evaluating while the evaluation Job runs."
+        ),
+    )
+    job_name: str | None = Field(default=None, description="The evaluation Job (<name>-eval).")
+    dataset: str | None = Field(default=None, description="The Dataset both models were scored on.")
+    dataset_version: str | None = Field(
+        default=None, description="Its version, pinned when the evaluation started."
+    )
+    champion: ChampionResult | None = Field(default=None, description="The champion (compareTo).")
+    challenger: ChallengerResult | None = Field(default=None, description="The new model.")
+    delta: float | None = Field(
+        default=None,
+        description="challenger - champion in the metric's direction (positive: the challenger is better).",
+    )
+    relative_delta: float | None = Field(
+        default=None, description="delta / |champion| (unset when the champion's value is 0)."
+    )
 
 
 class TrainingJobStatus(KyklosModel):

@@ -69,6 +69,17 @@ DRIFT_TRIPS = Counter("kyklos_drift_trips_total", "Drift trips (rising edges).",
 RETRAINS = Counter(
     "kyklos_retrains_total", "Retrainings triggered and their outcomes.", ["namespace", "event"]
 )
+# Evaluation gate (TrainingJob spec.evaluation; kyklos.logic.evaluation)
+EVALUATIONS = Counter(
+    "kyklos_evaluations_total",
+    "Evaluation gate verdicts (the ModelAccepted reason).",
+    ["namespace", "verdict"],
+)
+EVALUATION_VALUE = Gauge(
+    "kyklos_evaluation_metric_value",
+    "The gated metric of the last evaluation, per TrainingJob and role (challenger, champion).",
+    ["namespace", "trainingjob", "role"],
+)
 
 
 @contextmanager

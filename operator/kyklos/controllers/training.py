@@ -24,9 +24,9 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from kyklos.controllers import client, config, metrics, status
-from kyklos.logic import training
+from kyklos.logic import evaluation, training
 from kyklos.logic.conditions import status_after
-from kyklos.logic.naming import MANAGED_BY, label_value, owner_label
+from kyklos.logic.naming import COMPONENT, MANAGED_BY, label_value, owner_label
 from kyklos.logic.pods import diagnosis_view
 
 log = logging.getLogger("kyklos.training")
@@ -44,6 +44,9 @@ IDX_JOBS = "training_jobs"
 IDX_SERVICES = "training_services"
 IDX_BY_LABEL = "training_by_label"
 IDX_PODS = "training_pods"
+IDX_EVAL_JOBS = "training_eval_jobs"
+IDX_CHAMPIONS = "training_champions"
+IDX_BY_CHAMPION = "training_by_champion"
 
 Key = tuple[str, str]
 
@@ -118,9 +121,13 @@ async def training_trainingjobs(**kwargs: Any) -> object:
 
 @kopf.index(GROUP, VERSION, "trainingjobs", id=IDX_BY_DATASET)
 async def training_by_dataset(**kwargs: Any) -> object:
-    """TrainingJob names by (namespace, spec.datasetRef.name)."""
-    dataset = (kwargs["spec"].get("datasetRef") or {}).get("name")
-    return {(kwargs["namespace"], dataset): kwargs["name"]} if dataset else None
+    """TrainingJob names by (namespace, spec.datasetRef.name and spec.evaluation.datasetRef.name)."""
+    spec = kwargs["spec"]
+    names = {
+        (spec.get("datasetRef") or {}).get("name"),
+        (((spec.get("evaluation") or {}).get("datasetRef")) or {}).get("name"),
+    }
+    return {(kwargs["namespace"], n): kwargs["name"] for n in names if n} or None
 
 
 @kopf.index(GROUP, VERSION, "datasets", id=IDX_DATASETS)
@@ -133,9 +140,38 @@ async def training_datasets(**kwargs: Any) -> object:
 async def training_jobs(**kwargs: Any) -> object:
     """Training Jobs by (namespace, owning TrainingJob)."""
     owner = _owner(kwargs["body"])
-    if owner is None:
+    if owner is None or _is_eval_job(kwargs["body"]):
         return None
     return {(kwargs["namespace"], owner): _trim(kwargs["body"], spec_keys=("suspend",))}
+
+
+def _is_eval_job(body: Mapping[str, Any]) -> bool:
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return labels.get(COMPONENT) == evaluation.COMPONENT_EVALUATOR
+
+
+@kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS, id=IDX_EVAL_JOBS)
+async def training_eval_jobs(**kwargs: Any) -> object:
+    """Evaluation Jobs (``<name>-eval``) by (namespace, owning TrainingJob)."""
+    owner = _owner(kwargs["body"])
+    if owner is None or not _is_eval_job(kwargs["body"]):
+        return None
+    return {(kwargs["namespace"], owner): _trim(kwargs["body"], spec_keys=())}
+
+
+@kopf.index(GROUP, VERSION, "modeldeployments", id=IDX_CHAMPIONS)
+async def training_champions(**kwargs: Any) -> object:
+    """ModelDeployments by (namespace, name): the stable model a compareTo gate scores."""
+    stable = (kwargs["body"].get("status") or {}).get("stableModel")
+    return {(kwargs["namespace"], kwargs["name"]): {"status": {"stableModel": stable}}}
+
+
+@kopf.index(GROUP, VERSION, "trainingjobs", id=IDX_BY_CHAMPION)
+async def training_by_champion(**kwargs: Any) -> object:
+    """TrainingJob names by (namespace, spec.evaluation.compareTo.modelDeploymentRef.name)."""
+    compare = (kwargs["spec"].get("evaluation") or {}).get("compareTo") or {}
+    name = (compare.get("modelDeploymentRef") or {}).get("name")
+    return {(kwargs["namespace"], name): kwargs["name"]} if name else None
 
 
 @kopf.index("v1", "services", labels=CHILD_LABELS, id=IDX_SERVICES)
@@ -232,6 +268,7 @@ def reconcile(body: Mapping[str, Any]) -> None:
     job = _owned(IDX_JOBS, key, uid)
     if job is not None and job["metadata"].get("deletionTimestamp"):
         return  # the Job is going away; its DELETED event reconciles again
+    eval_job = _owned(IDX_EVAL_JOBS, key, uid)
     obs = training.Observation(
         trainingjob=view,
         dataset=datasets[0] if datasets else None,
@@ -239,16 +276,39 @@ def reconcile(body: Mapping[str, Any]) -> None:
         service=_owned(IDX_SERVICES, key, uid),
         settings=_settings(),
         now=datetime.now(UTC),
-        watched_pods=_values(IDX_PODS, (namespace, label_value(name))) if job else (),
+        watched_pods=_values(IDX_PODS, (namespace, label_value(name))) if job or eval_job else (),
+        **_gate_inputs(body, namespace, eval_job),
     )
     if training.needs_pods(obs) and job is not None:
-        job_uid = job["metadata"].get("uid")
-        pods = client.list_objects(
-            client.PODS, namespace, {"batch.kubernetes.io/controller-uid": str(job_uid)}
-        )
-        obs = replace(obs, pods=pods)
+        obs = replace(obs, pods=_job_pods(namespace, job))
+    if training.needs_eval_pods(obs) and eval_job is not None:
+        obs = replace(obs, eval_pods=_job_pods(namespace, eval_job))
     decision = _act(obs, training.decide(obs))
     _report(view, stored, decision)
+
+
+def _job_pods(namespace: str, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The pods of ``job`` (listed once, to read their termination messages)."""
+    job_uid = job["metadata"].get("uid")
+    return client.list_objects(
+        client.PODS, namespace, {"batch.kubernetes.io/controller-uid": str(job_uid)}
+    )
+
+
+def _gate_inputs(
+    body: Mapping[str, Any], namespace: str, eval_job: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What the evaluation gate reads: its Job, its Dataset, the compareTo ModelDeployment."""
+    gate = (body.get("spec") or {}).get("evaluation") or {}
+    eval_dataset = (gate.get("datasetRef") or {}).get("name")
+    champion = ((gate.get("compareTo") or {}).get("modelDeploymentRef") or {}).get("name")
+    datasets = _values(IDX_DATASETS, (namespace, eval_dataset)) if eval_dataset else []
+    champions = _values(IDX_CHAMPIONS, (namespace, champion)) if champion else []
+    return {
+        "eval_job": eval_job,
+        "eval_dataset": datasets[0] if datasets else None,
+        "champion": champions[0] if champions else None,
+    }
 
 
 def _act(obs: training.Observation, decision: training.Decision) -> training.Decision:
@@ -278,6 +338,29 @@ def _act(obs: training.Observation, decision: training.Decision) -> training.Dec
         _state.created[(IDX_SERVICES, namespace, name)] = _trim(service, spec_keys=())
     if decision.patch_job is not None and obs.job is not None:
         client.patch(client.JOBS, namespace, obs.job["metadata"]["name"], decision.patch_job)
+    if decision.create_eval_job is not None:
+        return _create_eval_job(obs, decision)
+    return decision
+
+
+def _create_eval_job(obs: training.Observation, decision: training.Decision) -> training.Decision:
+    """Create the evaluation Job; one the API server rejects becomes an EvaluationFailed verdict."""
+    assert decision.create_eval_job is not None
+    meta = obs.trainingjob["metadata"]
+    namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+    try:
+        job = client.create(client.JOBS, namespace, decision.create_eval_job)
+    except ApiException as exc:
+        if exc.status not in (400, 422):
+            raise
+        reason = training.describe_rejection(_json(exc.body), str(exc.reason))
+        return training.decide(replace(obs, eval_job_rejection=reason))
+    if not any(r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []):
+        raise RuntimeError(
+            f"Job {job['metadata']['name']} belongs to another object; waiting for it to go"
+        )
+    metrics.CHILDREN_CREATED.labels(KIND, "Job").inc()
+    _state.created[(IDX_EVAL_JOBS, namespace, name)] = _trim(job, spec_keys=())
     return decision
 
 
@@ -302,6 +385,8 @@ def _report(
     )
     for event in decision.events:
         status.emit(view, event.reason, event.message, warning=event.warning)
+    if decision.verdict is not None:
+        _count_verdict(namespace, str(meta["name"]), decision.verdict)
     for transition in decision.transitions:
         metrics.TRAININGS.labels(namespace, transition).inc()
         if transition in ("succeeded", "failed"):
@@ -318,12 +403,22 @@ def _report(
     )
 
 
+def _count_verdict(namespace: str, name: str, verdict: evaluation.Verdict) -> None:
+    metrics.EVALUATIONS.labels(namespace, verdict.reason.value).inc()
+    for role, value in (
+        (evaluation.CHALLENGER, verdict.challenger),
+        (evaluation.CHAMPION, verdict.champion),
+    ):
+        if value is not None:
+            metrics.EVALUATION_VALUE.labels(namespace, name, role).set(value)
+
+
 def _forget(namespace: str, name: str) -> None:
     with _state.guard:
         _state.locks.pop((namespace, name), None)
         for key in [k for k in _state.written if k[:2] == (namespace, name)]:
             del _state.written[key]
-        for idx in (IDX_JOBS, IDX_SERVICES):
+        for idx in (IDX_JOBS, IDX_SERVICES, IDX_EVAL_JOBS):
             _state.created.pop((idx, namespace, name), None)
 
 
@@ -355,7 +450,8 @@ def training_on_job(**kwargs: Any) -> None:
     if owner is None:
         return
     if kwargs["type"] == "DELETED":
-        _state.created.pop((IDX_JOBS, namespace, owner), None)
+        index = IDX_EVAL_JOBS if _is_eval_job(kwargs["body"]) else IDX_JOBS
+        _state.created.pop((index, namespace, owner), None)
     reconcile_key(namespace, owner)
 
 
@@ -368,6 +464,14 @@ def training_on_service(**kwargs: Any) -> None:
     if kwargs["type"] == "DELETED":
         _state.created.pop((IDX_SERVICES, namespace, owner), None)
     reconcile_key(namespace, owner)
+
+
+@kopf.on.event(GROUP, VERSION, "modeldeployments")
+def training_on_champion(**kwargs: Any) -> None:
+    """A ModelDeployment changed: reconcile the TrainingJobs whose gate compares to it."""
+    namespace, name = str(kwargs["namespace"]), str(kwargs["name"])
+    for trainingjob in _values(IDX_BY_CHAMPION, (namespace, name)):
+        reconcile_key(namespace, str(trainingjob))
 
 
 @kopf.on.event("v1", "pods", labels=CHILD_LABELS)
@@ -426,6 +530,9 @@ def training_startup(**kwargs: Any) -> None:
         IDX_SERVICES,
         IDX_BY_LABEL,
         IDX_PODS,
+        IDX_EVAL_JOBS,
+        IDX_CHAMPIONS,
+        IDX_BY_CHAMPION,
     ):
         _state.indexes[index] = kwargs[index]
     _state.stop.clear()

@@ -391,6 +391,7 @@ def _maybe_retrain(
     tj_spec = retrain.template.model_dump(by_alias=True, exclude_none=True, mode="json")
     if retrain.use_current_data and spec.current.dataset_ref is not None:
         tj_spec["datasetRef"] = {"name": spec.current.dataset_ref.name}
+    _compare_to_live(tj_spec, spec)
     decision.create_retrain = RetrainPlan(name, tj_spec)
     status["retrainCount"] = number
     status["lastRetrainTime"] = rfc3339(now)
@@ -401,6 +402,25 @@ def _maybe_retrain(
         "message": f"retraining after drift share {float(status.get('driftShare') or 0):.0%}",
     }
     decision.events.append(Event(Reason.RETRAIN_STARTED, f"created TrainingJob {name}"))
+
+
+def _compare_to_live(tj_spec: dict[str, Any], spec: DriftMonitorSpec) -> None:
+    """retrain.compareToLive: challenger-gate the retrained model against the live one.
+
+    Fills the template's ``evaluation.compareTo`` with ``modelDeploymentRef`` when the
+    template has an evaluation without one; a rejected challenger never reaches the
+    ModelDeployment (see kyklos.logic.evaluation).
+    """
+    evaluation = tj_spec.get("evaluation")
+    if (
+        spec.retrain is None
+        or not spec.retrain.compare_to_live
+        or spec.model_deployment_ref is None
+        or not isinstance(evaluation, dict)
+        or evaluation.get("compareTo") is not None
+    ):
+        return
+    evaluation["compareTo"] = {"modelDeploymentRef": {"name": spec.model_deployment_ref.name}}
 
 
 def _set_requeue(decision: Decision, seconds: float) -> None:

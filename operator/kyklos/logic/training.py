@@ -41,7 +41,11 @@ a succeeded training gets condition ``ModelAccepted``: True ``ThresholdMet`` (``
 0.9``), False ``ThresholdNotMet`` (``accuracy 0.81 < 0.9``) or False ``MetricMissing``. Without
 an evaluation a succeeded training's model is accepted (True, ``NoEvaluation``); a failed one's is
 not (False, ``Failed``). Consumers (ModelDeployment ``fromTrainingJob``, DriftMonitor retraining)
-use ``status.modelUri`` once ``ModelAccepted`` is True.
+use ``status.modelUri`` once ``ModelAccepted`` is True. With ``evaluation.datasetRef``,
+``compareTo`` or ``evaluator`` the gate instead scores the model again in the evaluation Job
+``<name>-eval`` (champion vs challenger on one pinned dataset version, see
+``kyklos.logic.evaluation``): the TrainingJob stays Running (Ready reason ``Evaluating``,
+ModelAccepted Unknown) until the verdict, and only then records ``completionTime``.
 
 **Immutability.** The spec is immutable once the training has started (``status.startTime``
 set: the Job controller started the Job, i.e. it was created or unsuspended), enforced by the
@@ -67,13 +71,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
@@ -85,13 +87,15 @@ from kyklos.api.training import (
     TrainingJobSpec,
     TrainingPhase,
 )
+from kyklos.logic import evaluation
 from kyklos.logic.conditions import (
     Event,
     get_condition,
     rfc3339,
     set_condition,
 )
-from kyklos.logic.jobs import TERMINATION_MESSAGE_LIMIT, JobState, latest_message, observe_job
+from kyklos.logic.evaluation import parse_metrics
+from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.naming import (
     MAX_NAME,
     child_labels,
@@ -99,7 +103,7 @@ from kyklos.logic.naming import (
     owner_reference,
 )
 from kyklos.logic.pods import PodStuck, first_stuck_pod, held_diagnosis, is_live, with_held_cause
-from kyklos.logic.workerjob import claim_of, volume_name
+from kyklos.logic.workerjob import claim_of, local_path, volume_name
 
 KIND = "TrainingJob"
 COMPONENT_TRAINER = "trainer"
@@ -154,6 +158,10 @@ WARNING_REASONS = frozenset(
         Reason.METRICS_INVALID,
         Reason.POD_UNSCHEDULABLE,
         Reason.POD_START_FAILED,
+        Reason.NOT_BETTER_THAN_CHAMPION,
+        Reason.CHAMPION_EVALUATION_FAILED,
+        Reason.CHAMPION_NOT_FOUND,
+        Reason.EVALUATION_FAILED,
     }
 )
 
@@ -205,6 +213,14 @@ class Observation:
     pods: Sequence[Mapping[str, Any]] | None = None
     job_rejection: str | None = None
     watched_pods: Sequence[Mapping[str, Any]] = ()
+    # The evaluation gate (kyklos.logic.evaluation): the owned ``<name>-eval`` Job, its pods
+    # (listed once it finished), the Dataset named by spec.evaluation.datasetRef, the
+    # compareTo ModelDeployment (None: not found), the API server's refusal of the eval Job.
+    eval_job: Mapping[str, Any] | None = None
+    eval_pods: Sequence[Mapping[str, Any]] | None = None
+    eval_dataset: Mapping[str, Any] | None = None
+    champion: Mapping[str, Any] | None = None
+    eval_job_rejection: str | None = None
 
 
 @dataclass
@@ -221,6 +237,10 @@ class Decision:
     transitions: list[str] = field(default_factory=list)
     #: Seconds from start to completion, when this decision records the completion.
     duration_seconds: float | None = None
+    #: The evaluation Job to create (kyklos.logic.evaluation.build_eval_job).
+    create_eval_job: dict[str, Any] | None = None
+    #: The gate's verdict, when this decision records it (kyklos_evaluations_total).
+    verdict: evaluation.Verdict | None = None
 
 
 # ------------------------------------------------------------------------------------ naming
@@ -365,20 +385,6 @@ def lineage_from_status(status: Mapping[str, Any], dataset_secret: str | None) -
 
 
 # ------------------------------------------------------------------------------------ builders
-
-
-def local_path(uri: str, pvc_root: str) -> str | None:
-    """The in-pod filesystem path of a ``file://`` or ``pvc://<claim>/...`` URI, else None."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return parsed.path or "/"
-    if parsed.scheme == "pvc" and parsed.netloc:
-        return (
-            _join(pvc_root, parsed.netloc, parsed.path)
-            if parsed.path.strip("/")
-            else _join(pvc_root, parsed.netloc)
-        )
-    return None
 
 
 def _claim(uri: str) -> str | None:
@@ -615,45 +621,6 @@ def build_service(trainingjob: Mapping[str, Any], spec: TrainingJobSpec) -> dict
 # ------------------------------------------------------------------------------------ metrics
 
 
-@dataclass(frozen=True)
-class Metrics:
-    """The trainer's metrics, or why its termination message could not be read."""
-
-    values: dict[str, float] | None
-    error: str | None = None
-
-
-def parse_metrics(message: str | None) -> Metrics:
-    """Read the trainer's termination message (see the module docstring for the contract)."""
-    if message is None or not message.strip():
-        return Metrics(None)
-    size = len(message.encode())
-    try:
-        data = json.loads(message)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge integers, deep nesting
-        reason = (
-            f"{exc.msg} at character {exc.pos}"
-            if isinstance(exc, json.JSONDecodeError)
-            else str(exc).split(";")[0]
-        )
-        hint = (
-            f" (it is {size} bytes; the limit is {TERMINATION_MESSAGE_LIMIT}, so it was probably truncated)"
-            if size >= TERMINATION_MESSAGE_LIMIT
-            else ""
-        )
-        return Metrics(None, f"termination message is not JSON: {reason}{hint}")
-    if not isinstance(data, dict):
-        return Metrics(
-            None, f"termination message must be a JSON object, got {type(data).__name__}"
-        )
-    values = {
-        str(k): float(v)
-        for k, v in sorted(data.items())
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    }
-    return Metrics(dict(list(values.items())[:MAX_METRICS]))
-
-
 def _owned_pods(
     pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any]
 ) -> list[Mapping[str, Any]]:
@@ -716,7 +683,12 @@ def evaluate(evaluation: Evaluation | None, metrics: Mapping[str, float] | None)
             False,
             Reason.METRIC_MISSING,
             f"metric {metric} (spec.evaluation.metric) was not reported by the trainer; reported: {reported}",
-            {"metric": metric, "threshold": threshold, "accepted": False},
+            {
+                "metric": metric,
+                "threshold": threshold,
+                "accepted": False,
+                "verdict": Reason.METRIC_MISSING.value,
+            },
         )
     if evaluation.direction == Direction.MIN:
         accepted, op = value <= threshold, ("<=" if value <= threshold else ">")
@@ -726,7 +698,13 @@ def evaluate(evaluation: Evaluation | None, metrics: Mapping[str, float] | None)
         accepted,
         Reason.THRESHOLD_MET if accepted else Reason.THRESHOLD_NOT_MET,
         f"{metric} {_fmt(value)} {op} {_fmt(threshold)}",
-        {"metric": metric, "value": value, "threshold": threshold, "accepted": accepted},
+        {
+            "metric": metric,
+            "value": value,
+            "threshold": threshold,
+            "accepted": accepted,
+            "verdict": (Reason.THRESHOLD_MET if accepted else Reason.THRESHOLD_NOT_MET).value,
+        },
     )
 
 
@@ -774,9 +752,22 @@ def describe_rejection(status: Mapping[str, Any] | None, fallback: str) -> str:
 def needs_pods(obs: Observation) -> bool:
     """Whether this reconcile records a finished Job, so the pods' messages must be listed."""
     stored = obs.trainingjob.get("status") or {}
-    if obs.job is None or stored.get("phase") in TERMINAL_PHASES:
+    if obs.job is None or stored.get("phase") in TERMINAL_PHASES or _evaluating(stored):
         return False
     return observe_job(obs.job).state in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+def needs_eval_pods(obs: Observation) -> bool:
+    """Whether this reconcile records a finished evaluation Job, so its pods must be listed."""
+    stored = obs.trainingjob.get("status") or {}
+    if obs.eval_job is None or not _evaluating(stored):
+        return False
+    return observe_job(obs.eval_job).state in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+def _evaluating(stored: Mapping[str, Any]) -> bool:
+    """Whether the training succeeded and the evaluation gate has not decided yet."""
+    return (stored.get("evaluation") or {}).get("verdict") == Reason.EVALUATING.value
 
 
 def _spec_errors(exc: ValidationError) -> str:
@@ -856,6 +847,8 @@ def _transition_events(stored: Mapping[str, Any], desired: Mapping[str, Any]) ->
         after = get_condition(desired.get("conditions"), type)
         if after is None:
             continue
+        if type == ConditionType.MODEL_ACCEPTED and after.get("status") == ConditionStatus.UNKNOWN:
+            continue  # the gate is still evaluating: Ready's Evaluating Event says so
         if before is not None and (before.get("reason"), before.get("status")) == (
             after.get("reason"),
             after.get("status"),
@@ -907,6 +900,7 @@ def decide(obs: Observation) -> Decision:
         "modelUri",
         "startTime",
         "attempts",
+        "metrics",
     ):
         if stored.get(key) is not None:
             build.status[key] = stored[key]
@@ -921,6 +915,10 @@ def decide(obs: Observation) -> Decision:
     source = ((obs.dataset or {}).get("spec") or {}).get("source") or {}
     secret_name = (source.get("secretRef") or {}).get("name")
     secret = str(secret_name) if secret_name else None
+
+    if _evaluating(stored) and spec.evaluation is not None:
+        _evaluate(obs, decision, build, stored, spec, secret, "")
+        return _finish(decision, build, stored)
 
     if obs.job_rejection is not None:
         build.ready(TrainingPhase.PENDING, False, Reason.INVALID_SPEC, obs.job_rejection)
@@ -1220,11 +1218,32 @@ def _finished(
             f"Job {current_name} succeeded{took}"
             + (f"; metrics {reported}" if reported else "; no metrics reported"),
         )
+        if spec.evaluation is not None and spec.evaluation.runs_job():
+            # The model is scored again by the evaluation Job; the gate decides after it.
+            del build.status["completionTime"]
+            decision.duration_seconds = None
+            _evaluate(
+                obs,
+                decision,
+                build,
+                build.stored,
+                spec,
+                None,
+                f"Job {current_name} succeeded{took}",
+            )
+            return
         verdict = evaluate(spec.evaluation, metrics.values)
         build.status["evaluation"] = verdict.result
         build.condition(
             ConditionType.MODEL_ACCEPTED, verdict.accepted, verdict.reason, verdict.message
         )
+        if spec.evaluation is not None:
+            decision.verdict = evaluation.Verdict(
+                verdict.accepted,
+                verdict.reason,
+                verdict.message,
+                challenger=(verdict.result or {}).get("value"),
+            )
     else:
         decision.transitions.append("failed")
         reason = {
@@ -1255,3 +1274,257 @@ def _finish(decision: Decision, build: _StatusBuilder, stored: Mapping[str, Any]
     decision.status = build.finish()
     decision.events = _transition_events(stored, decision.status) + decision.events
     return decision
+
+
+# ------------------------------------------------------------------------------------ evaluation gate
+
+
+def _past_deadline(spec: TrainingJobSpec, status: Mapping[str, Any], now: datetime) -> bool:
+    """Whether spec.activeDeadlineSeconds has passed since the training started."""
+    start = status.get("startTime")
+    if spec.active_deadline_seconds is None or not start:
+        return False
+    waited = _seconds_between(str(start), rfc3339(now))
+    return waited is not None and waited > spec.active_deadline_seconds
+
+
+def _eval_plan(
+    obs: Observation, spec: TrainingJobSpec, status: Mapping[str, Any]
+) -> evaluation.Plan | tuple[Reason, str]:
+    """What to score on which data, or (reason, message) saying what the gate waits for."""
+    gate = spec.evaluation
+    assert gate is not None
+    own = gate.dataset_ref is None or gate.dataset_ref.name == spec.dataset_ref.name
+    ref = gate.dataset_ref or spec.dataset_ref
+    body = obs.dataset if own else obs.eval_dataset
+    pinned = gate.dataset_ref.version if gate.dataset_ref is not None else None
+    waiting = dataset_waiting_message(body, ref.name, pinned)
+    if waiting is not None:
+        if gate.dataset_ref is not None:
+            waiting = waiting.replace("spec.datasetRef", "spec.evaluation.datasetRef")
+        return Reason.DATASET_NOT_READY, f"evaluation waits: {waiting}"
+    assert body is not None
+    champion_model = champion_deployment = None
+    if gate.compare_to is not None:
+        champion_deployment = gate.compare_to.model_deployment_ref.name
+        if obs.champion is None:
+            return (
+                Reason.CHAMPION_NOT_FOUND,
+                f"ModelDeployment {champion_deployment} "
+                "(spec.evaluation.compareTo.modelDeploymentRef.name) not found; the gate waits "
+                "for it (bounded by spec.activeDeadlineSeconds)",
+            )
+        stable = (obs.champion.get("status") or {}).get("stableModel")
+        champion_model = str(stable) if stable else None
+    source = (body.get("spec") or {}).get("source") or {}
+    secret = (source.get("secretRef") or {}).get("name")
+    return evaluation.Plan(
+        dataset=ref.name,
+        dataset_uri=str(source["uri"]),
+        dataset_version=str((body.get("status") or {}).get("version") or ""),
+        challenger_model=str(status.get("modelUri") or ""),
+        champion_model=champion_model,
+        champion_deployment=champion_deployment,
+        dataset_secret=str(secret) if secret else None,
+    )
+
+
+def _plan_record(plan: evaluation.Plan, job: str) -> dict[str, Any]:
+    return {
+        "verdict": Reason.EVALUATING.value,
+        "jobName": job,
+        "dataset": plan.dataset,
+        "datasetVersion": plan.dataset_version,
+        "champion": (
+            {"modelDeployment": plan.champion_deployment, "model": plan.champion_model}
+            if plan.champion_deployment
+            else None
+        ),
+        "challenger": {"model": plan.challenger_model},
+    }
+
+
+def _evaluating_message(trained: str, job: str, plan: evaluation.Plan) -> str:
+    if plan.champion_model:
+        against = (
+            f" against champion {plan.champion_model} (ModelDeployment {plan.champion_deployment})"
+        )
+    elif plan.champion_deployment:
+        against = (
+            f" (ModelDeployment {plan.champion_deployment} serves no model yet: threshold only)"
+        )
+    else:
+        against = ""
+    return (
+        f"{trained}; evaluating in Job {job}: challenger {plan.challenger_model}{against} "
+        f"on dataset {plan.dataset} version {plan.dataset_version or '(none)'}"
+    )
+
+
+def _evaluate(
+    obs: Observation,
+    decision: Decision,
+    build: _StatusBuilder,
+    stored: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    secret: str | None,
+    trained: str,
+) -> None:
+    """The gate after a succeeded training: create, watch and judge the evaluation Job."""
+    gate = spec.evaluation
+    assert gate is not None
+    tj = obs.trainingjob
+    uid = str(tj["metadata"]["uid"])
+    name = str(tj["metadata"]["name"])
+    eval_name = evaluation.eval_job_name(name)
+    record = dict(stored.get("evaluation") or {})
+    trained = trained or f"Job {build.status.get('jobName') or job_name(name)} succeeded"
+    eval_job = obs.eval_job if _owned_by(obs.eval_job, uid) else None
+    base = {"metric": gate.metric, "threshold": gate.threshold}
+
+    if eval_job is None:
+        if obs.eval_job_rejection is not None:
+            failed = evaluation.Verdict(
+                False,
+                Reason.EVALUATION_FAILED,
+                f"the API server rejected the evaluation Job: {obs.eval_job_rejection}",
+            )
+            _conclude(obs, decision, build, spec, record, failed, None, {})
+            return
+        plan = _eval_plan(obs, spec, build.status)
+        if isinstance(plan, tuple):
+            reason, message = plan
+            if _past_deadline(spec, build.status, obs.now):
+                failed = evaluation.Verdict(
+                    False,
+                    Reason.EVALUATION_FAILED,
+                    f"spec.activeDeadlineSeconds ({spec.active_deadline_seconds}) passed "
+                    f"before the evaluation could start: {message}",
+                )
+                _conclude(obs, decision, build, spec, record, failed, None, {})
+                return
+            build.status["evaluation"] = {**base, "verdict": Reason.EVALUATING.value}
+            build.ready(TrainingPhase.RUNNING, False, reason, f"{trained}; {message}")
+            build.condition(ConditionType.MODEL_ACCEPTED, None, Reason.EVALUATING, message)
+            return
+        recorded = record.get("champion") or {}
+        if record.get("jobName") and recorded.get("model"):
+            # A deleted evaluation Job is made again against the champion recorded first.
+            plan = replace(
+                plan,
+                champion_model=str(recorded["model"]),
+                champion_deployment=str(recorded.get("modelDeployment") or "") or None,
+            )
+        lineage = lineage_from_status(build.status, secret)
+        assert lineage is not None
+        trainer_job = build_job(tj, spec, lineage, obs.settings)
+        decision.create_eval_job = evaluation.build_eval_job(
+            trainer_job,
+            gate,
+            plan,
+            pvc_root=obs.settings.pvc_root,
+            user_env=spec.env,
+            labels=child_labels(KIND, name, evaluation.COMPONENT_EVALUATOR),
+            artifacts_secret=obs.settings.artifacts_secret,
+        )
+        build.status["evaluation"] = {**base, **_plan_record(plan, eval_name)}
+        message = _evaluating_message(trained, eval_name, plan)
+        build.ready(TrainingPhase.RUNNING, False, Reason.EVALUATING, message)
+        build.condition(ConditionType.MODEL_ACCEPTED, None, Reason.EVALUATING, message)
+        return
+
+    from_job = evaluation.plan_from_job(eval_job)
+    if from_job is None:
+        fallback = _eval_plan(obs, spec, build.status)
+        if isinstance(fallback, tuple):
+            build.ready(TrainingPhase.RUNNING, False, *fallback)
+            return
+        from_job = fallback
+    plan = from_job
+    build.status["evaluation"] = {**base, **_plan_record(plan, eval_name)}
+    observed = observe_job(eval_job)
+    ready = get_condition(stored.get("conditions"), ConditionType.READY)
+    if observed.state not in (JobState.SUCCEEDED, JobState.FAILED):
+        stuck = _stuck(_owned_pods(obs.watched_pods, eval_job), stored, eval_name)
+        message = _evaluating_message(trained, eval_name, plan)
+        if stuck is not None:
+            build.ready(
+                TrainingPhase.RUNNING, False, stuck.reason, _stuck_message(eval_name, stuck)
+            )
+        else:
+            if (ready or {}).get("reason") == Reason.EVALUATING:
+                message = str((ready or {}).get("message") or message)  # unchanged: no write
+            build.ready(TrainingPhase.RUNNING, False, Reason.EVALUATING, message)
+        accepted = get_condition(build.conditions, ConditionType.MODEL_ACCEPTED) or {}
+        if accepted.get("reason") != Reason.EVALUATING:
+            build.condition(ConditionType.MODEL_ACCEPTED, None, Reason.EVALUATING, message)
+        return
+    failure = ""
+    if observed.state == JobState.FAILED:
+        failure = with_held_cause(
+            f"evaluation Job {eval_name} failed: {observed.message or observed.reason or 'failed'}",
+            ready,
+        )
+    scores = evaluation.read_scores(obs.eval_pods or [], plan, failure)
+    champion = scores.get(evaluation.CHAMPION) if plan.champion_model else None
+    verdict = evaluation.verdict(
+        gate, scores[evaluation.CHALLENGER], champion, champion_name=plan.champion_model or ""
+    )
+    _conclude(obs, decision, build, spec, record, verdict, plan, scores, observed.completion_time)
+
+
+def _conclude(
+    obs: Observation,
+    decision: Decision,
+    build: _StatusBuilder,
+    spec: TrainingJobSpec,
+    record: Mapping[str, Any],
+    verdict: evaluation.Verdict,
+    plan: evaluation.Plan | None,
+    scores: Mapping[str, evaluation.Scores],
+    completion: str | None = None,
+) -> None:
+    """Record the gate's verdict: the TrainingJob is finished (Succeeded: the training did)."""
+    gate = spec.evaluation
+    assert gate is not None
+    build.status["completionTime"] = completion or rfc3339(obs.now)
+    decision.duration_seconds = _seconds_between(
+        build.status.get("startTime"), build.status["completionTime"]
+    )
+    result: dict[str, Any] = {
+        "metric": gate.metric,
+        "threshold": gate.threshold,
+        "value": verdict.challenger,
+        "accepted": verdict.accepted,
+        "delta": verdict.delta,
+        "relativeDelta": verdict.relative_delta,
+    }
+    if plan is not None:
+        name = str(obs.trainingjob["metadata"]["name"])
+        result.update(_plan_record(plan, evaluation.eval_job_name(name)))
+        challenger = scores.get(evaluation.CHALLENGER)
+        result["challenger"] = {
+            "model": plan.challenger_model,
+            "metrics": dict(challenger.metrics) if challenger and challenger.metrics else None,
+        }
+        champion = scores.get(evaluation.CHAMPION)
+        if plan.champion_deployment:
+            result["champion"] = {
+                "modelDeployment": plan.champion_deployment,
+                "model": plan.champion_model,
+                "metrics": dict(champion.metrics) if champion and champion.metrics else None,
+                "error": (champion.error[:1000] if champion and champion.error else None),
+            }
+    else:
+        result.update({k: record.get(k) for k in ("jobName", "dataset", "datasetVersion")})
+    result["verdict"] = verdict.reason.value
+    build.status["evaluation"] = result
+    job = build.status.get("jobName") or ""
+    build.ready(
+        TrainingPhase.SUCCEEDED,
+        True,
+        Reason.SUCCEEDED,
+        f"Job {job} succeeded; evaluation gate: {verdict.reason.value}",
+    )
+    build.condition(ConditionType.MODEL_ACCEPTED, verdict.accepted, verdict.reason, verdict.message)
+    decision.verdict = verdict

@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from kyklos.logic.artifacts import pvc_claim
 from kyklos.logic.naming import child_labels, owner_reference
@@ -65,6 +66,20 @@ def claim_of(uri: str, field_name: str = "uri") -> str | None:
             f"{field_name}: {uri!r} must look like pvc://<claim>/<path> with a valid claim name"
         )
     return claim
+
+
+def local_path(uri: str, pvc_root: str) -> str | None:
+    """The in-pod filesystem path of a ``file://`` or ``pvc://<claim>/...`` URI, else None."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return parsed.path or "/"
+    if parsed.scheme == "pvc" and parsed.netloc:
+        return (
+            "/".join((pvc_root.rstrip("/"), parsed.netloc, parsed.path.strip("/")))
+            if parsed.path.strip("/")
+            else "/".join((pvc_root.rstrip("/"), parsed.netloc))
+        )
+    return None
 
 
 def volume_name(claim: str) -> str:

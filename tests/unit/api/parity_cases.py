@@ -133,6 +133,29 @@ GOOD = [
     Case("dataset-null-optional", "Dataset", {"spec.refreshInterval": None}),
     Case("training-full", "TrainingJob"),
     Case(
+        "training-champion-challenger",
+        "TrainingJob",
+        {
+            "spec.evaluation": {
+                "metric": "accuracy",
+                "threshold": 0.7,
+                "datasetRef": {"name": "holdout", "version": "sha256-def"},
+                "compareTo": {
+                    "modelDeploymentRef": {"name": "churn"},
+                    "minAbsoluteChange": 0.01,
+                    "minRelativeChange": 0,
+                },
+                "evaluator": {
+                    "image": "registry.example.com/ml/eval:1",
+                    "command": ["python", "-m", "score"],
+                    "env": {"MODE": "strict"},
+                    "resources": {"limits": {"cpu": 1}},
+                },
+                "onChampionError": "ThresholdOnly",
+            }
+        },
+    ),
+    Case(
         "training-minimal",
         "TrainingJob",
         {"spec": {"datasetRef": {"name": "d"}, "image": "ghcr.io/kyklos/kyklos:0.1.0"}},
@@ -283,6 +306,46 @@ BAD = [
         "TrainingJob",
         {"spec.evaluation.direction": "up"},
         at="spec.evaluation.direction",
+    ),
+    Case(
+        "training-negative-min-absolute-change",
+        "TrainingJob",
+        {
+            "spec.evaluation.compareTo": {
+                "modelDeploymentRef": {"name": "m"},
+                "minAbsoluteChange": -0.1,
+            }
+        },
+        at="spec.evaluation.compareTo.minAbsoluteChange",
+    ),
+    Case(
+        "training-negative-min-relative-change",
+        "TrainingJob",
+        {
+            "spec.evaluation.compareTo": {
+                "modelDeploymentRef": {"name": "m"},
+                "minRelativeChange": -1,
+            }
+        },
+        at="spec.evaluation.compareTo.minRelativeChange",
+    ),
+    Case(
+        "training-compare-to-without-deployment",
+        "TrainingJob",
+        {"spec.evaluation.compareTo": {"minAbsoluteChange": 0.1}},
+        at="spec.evaluation.compareTo.modelDeploymentRef",
+    ),
+    Case(
+        "training-on-champion-error-enum",
+        "TrainingJob",
+        {"spec.evaluation.onChampionError": "Ignore"},
+        at="spec.evaluation.onChampionError",
+    ),
+    Case(
+        "training-evaluator-bad-image",
+        "TrainingJob",
+        {"spec.evaluation.evaluator": {"image": "Not An Image"}},
+        at="spec.evaluation.evaluator.image",
     ),
     Case(
         "training-no-metric",

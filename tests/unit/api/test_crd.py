@@ -43,7 +43,7 @@ NAMES = {
 }
 COLUMNS = {
     "Dataset": ["Phase", "Version", "Rows", "Age"],
-    "TrainingJob": ["Phase", "Dataset", "Accepted", "Metric", "Value", "Age"],
+    "TrainingJob": ["Phase", "Dataset", "Accepted", "Metric", "Value", "Verdict", "Age"],
     "ModelDeployment": ["Phase", "Stable", "Canary", "Weight", "Ready", "Age"],
     "DriftMonitor": ["Phase", "Drift Share", "Last Check", "Retrains", "Age"],
 }

@@ -209,3 +209,20 @@ def test_example_programs_import_only_stdlib_numpy_and_themselves() -> None:
             for name in names:
                 ok = name.split(".")[0] in allowed_roots or name.startswith("kyklos.examples")
                 assert ok, f"{path.name} imports {name}"
+
+
+def test_evaluate_mode_scores_a_model_on_the_same_held_out_rows(tmp_path: Path) -> None:
+    """KYKLOS_MODE=evaluate reproduces the trainer's own test metrics on its dataset (same
+    seeded split), scores another month's rows with the same model, and fails clearly."""
+    env = _env(tmp_path, "churn-reference.csv")
+    assert train.main(env) == 0
+    trained = json.loads((tmp_path / "termination-log").read_text())
+    evaluate = {**env, "KYKLOS_MODE": "evaluate"}
+    assert train.main(evaluate) == 0
+    scored = json.loads((tmp_path / "termination-log").read_text())
+    assert (scored["accuracy"], scored["loss"]) == (trained["accuracy"], trained["loss"])
+    assert scored["rows"] > 0
+    # No model is written in evaluate mode; a missing model is exit 1, not a crash.
+    missing = {**evaluate, "KYKLOS_MODEL_URI": f"file://{tmp_path}/nowhere/"}
+    assert train.main(missing) == 1
+    assert not (tmp_path / "nowhere").exists()

@@ -378,3 +378,69 @@ def test_a_transition_with_its_own_event_is_not_announced_twice() -> None:
     assert d.status["phase"] in ("Drifted", "Retraining")
     assert "DriftDetected" in reasons(d)
     assert not any(e.message.startswith("Pending ->") for e in d.events)
+
+
+def _retrain_spec(**retrain: Any) -> DriftMonitorSpec:
+    template = {
+        "datasetRef": {"name": "ref"},
+        "image": "python:3.12",
+        "evaluation": {"metric": "accuracy", "threshold": 0.5},
+    }
+    return spec(retrain={"template": template, "useCurrentData": True, **retrain})
+
+
+def test_retraining_is_challenger_gated_against_the_live_model_by_default() -> None:
+    d = run({"observedGeneration": 1}, observed(checks=[check(1, drifted=True)]), _retrain_spec())
+    assert d.create_retrain is not None
+    assert d.create_retrain.spec["evaluation"]["compareTo"] == {
+        "modelDeploymentRef": {"name": "churn"}
+    }
+
+
+def test_compare_to_live_off_or_an_explicit_compare_to_is_left_alone() -> None:
+    trip = observed(checks=[check(1, drifted=True)])
+    off = run({"observedGeneration": 1}, trip, _retrain_spec(compareToLive=False))
+    assert off.create_retrain is not None
+    assert "compareTo" not in off.create_retrain.spec["evaluation"]
+    explicit = _retrain_spec()
+    assert explicit.retrain is not None and explicit.retrain.template.evaluation is not None
+    template = explicit.retrain.template.model_dump(by_alias=True, exclude_none=True, mode="json")
+    template["evaluation"]["compareTo"] = {
+        "modelDeploymentRef": {"name": "other"},
+        "minAbsoluteChange": 0.01,
+    }
+    mine = run({"observedGeneration": 1}, trip, _retrain_spec(template=template)).create_retrain
+    assert mine is not None
+    assert mine.spec["evaluation"]["compareTo"]["modelDeploymentRef"] == {"name": "other"}
+    # Without an evaluation there is no metric to compare: nothing is filled in.
+    bare = run({"observedGeneration": 1}, trip).create_retrain
+    assert bare is not None and "evaluation" not in bare.spec
+
+
+def test_a_rejected_challenger_is_rejected_with_both_values_and_never_promoted() -> None:
+    message = "accuracy challenger 0.78 vs champion 0.83 (file:///m/1): delta -0.05 (-6.02%); needs better than the champion"
+    tj = {
+        "status": {
+            "phase": "Succeeded",
+            "modelUri": "file:///m/2",
+            "conditions": [
+                {
+                    "type": "ModelAccepted",
+                    "status": "False",
+                    "reason": "NotBetterThanChampion",
+                    "message": message,
+                }
+            ],
+        }
+    }
+    stored = {
+        "observedGeneration": 1,
+        "lastRetrain": {"name": "mon-retrain-1", "outcome": "Running"},
+    }
+    d = run(stored, observed(retrain=tj), _retrain_spec())
+    assert d.promote is None
+    assert d.status["lastRetrain"]["outcome"] == "Rejected"
+    assert (
+        "0.78" in d.status["lastRetrain"]["message"]
+        and "0.83" in d.status["lastRetrain"]["message"]
+    )

@@ -806,6 +806,7 @@ def test_success_copies_metrics_and_accepts_the_model() -> None:
         "value": 0.93,
         "threshold": 0.9,
         "accepted": True,
+        "verdict": "ThresholdMet",
     }
     assert (ready(decision)["status"], ready(decision)["reason"]) == ("True", "Succeeded")
     gate = accepted(decision)
