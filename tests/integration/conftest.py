@@ -4,7 +4,10 @@ Helpers (``wait_for``, ``Kyklos``) live in ``kyklos_testing``."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +51,18 @@ def crds_installed(cluster: Any, k8s: Any) -> None:
             timeout=60,
             what=f"CRD {name} Established",
         )
+
+
+#: Worker pods mount their own emptyDir at /tmp (as real pods do), hiding the host's /tmp:
+#: files they read through file:// URIs live elsewhere.
+HOST_BASE = Path("/var/tmp")
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A world-writable directory outside /tmp for a story's data and artifacts, removed after."""
+    HOST_BASE.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="kyklos-story-", dir=HOST_BASE))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 GROUP, VERSION = "kyklos.io", "v1alpha1"
@@ -105,3 +106,14 @@ class Kyklos:
                     f"timed out after {timeout}s waiting for {what} ({plural}/{name}); status: {status}"
                 )
             time.sleep(0.5)
+
+
+def churn_dataset(name: str, path: Path, features: list[dict[str, str]]) -> dict[str, Any]:
+    """A Dataset manifest over a copy of the example churn data at ``path``."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"uri": f"file://{path}", "format": "csv"},
+            "schema": {"features": features},
+        },
+    }

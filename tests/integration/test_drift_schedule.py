@@ -8,20 +8,17 @@ previous check announced.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kyklos_testing import Kyklos
+from kyklos_testing import Kyklos, churn_dataset
 
 pytestmark = [pytest.mark.sandbox_only, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-HOST_BASE = Path("/var/tmp")
 FEATURES = [
     {"name": "tenure_months", "type": "numeric"},
     {"name": "monthly_charges", "type": "numeric"},
@@ -35,15 +32,6 @@ def _time(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    HOST_BASE.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="kyklos-schedule-", dir=HOST_BASE))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_checks_start_when_the_interval_says(
     k8s: Any, namespace: str, crds_installed: None, operator: Any, data_dir: Path
 ) -> None:
@@ -52,16 +40,7 @@ def test_checks_start_when_the_interval_says(
     for name in ("reference", "current"):
         path = data_dir / f"{name}.csv"
         shutil.copy(REPO / "examples" / "data" / f"churn-{name}.csv", path)
-        ky.create(
-            "datasets",
-            {
-                "metadata": {"name": name},
-                "spec": {
-                    "source": {"uri": f"file://{path}", "format": "csv"},
-                    "schema": {"features": FEATURES},
-                },
-            },
-        )
+        ky.create("datasets", churn_dataset(name, path, FEATURES))
     intervals = {"every-20s": 20.0, "every-1m": 60.0}
     for name, seconds in intervals.items():
         ky.create(

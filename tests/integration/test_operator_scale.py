@@ -9,21 +9,18 @@ while its liveness endpoint still answered.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kyklos_testing import Kyklos, wait_for
+from kyklos_testing import Kyklos, churn_dataset, wait_for
 
 pytestmark = [pytest.mark.slow]
 
 #: Many more monitors than kopf's executor has threads (16 by default).
 MONITORS = 100
 REPO = Path(__file__).resolve().parents[2]
-HOST_BASE = Path("/var/tmp")
 
 
 def monitor(name: str) -> dict[str, Any]:
@@ -38,15 +35,6 @@ def monitor(name: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    HOST_BASE.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="kyklos-scale-", dir=HOST_BASE))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_many_drift_monitors_do_not_starve_other_kinds_or_shutdown(
     k8s: Any, namespace: str, crds_installed: None, operator: Any, data_dir: Path
 ) -> None:
@@ -55,13 +43,9 @@ def test_many_drift_monitors_do_not_starve_other_kinds_or_shutdown(
     shutil.copy(REPO / "examples" / "data" / "churn-reference.csv", data_dir / "train.csv")
     ky.create(
         "datasets",
-        {
-            "metadata": {"name": "train"},
-            "spec": {
-                "source": {"uri": f"file://{data_dir / 'train.csv'}", "format": "csv"},
-                "schema": {"features": [{"name": "tenure_months", "type": "numeric"}]},
-            },
-        },
+        churn_dataset(
+            "train", data_dir / "train.csv", [{"name": "tenure_months", "type": "numeric"}]
+        ),
     )
     for i in range(MONITORS):
         ky.create("driftmonitors", monitor(f"m{i:02d}"))

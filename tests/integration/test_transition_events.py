@@ -9,19 +9,16 @@ server (``serve``).
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kyklos_testing import GROUP, VERSION, Kyklos
+from kyklos_testing import GROUP, VERSION, Kyklos, churn_dataset
 
 pytestmark = [pytest.mark.sandbox_only, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-HOST_BASE = Path("/var/tmp")
 KYKLOS_IMAGE = "ghcr.io/kyklos/kyklos:0.1.0"
 FEATURES = [
     {"name": "tenure_months", "type": "numeric"},
@@ -83,15 +80,6 @@ class PhaseRecorder:
         self._watch.stop()
 
 
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    HOST_BASE.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="kyklos-events-", dir=HOST_BASE))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _events_about(k8s: Any, namespace: str, kind: str, name: str) -> list[Any]:
     from kubernetes import client
 
@@ -148,16 +136,9 @@ def _bring_to_settled(ky: Kyklos, plural: str, data_dir: Path) -> str:
     for name in ("reference", "current"):
         path = data_dir / f"{name}.csv"
         shutil.copy(REPO / "examples" / "data" / f"churn-{name}.csv", path)
-        ky.create(
-            "datasets",
-            {
-                "metadata": {"name": name},
-                "spec": {
-                    "source": {"uri": f"file://{path}", "format": "csv"},
-                    "schema": {"features": FEATURES, "target": "churned"},
-                },
-            },
-        )
+        manifest = churn_dataset(name, path, FEATURES)
+        manifest["spec"]["schema"]["target"] = "churned"
+        ky.create("datasets", manifest)
     if plural == "datasets":
         return "reference"
     trainer = {
