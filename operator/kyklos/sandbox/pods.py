@@ -77,6 +77,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from kyklos.sandbox.podphase import pod_phase
 from kyklos.sandbox.policy import Policy, Rule
 
 log = logging.getLogger("kyklos.sandbox.nodeagent")
@@ -1480,47 +1481,9 @@ class PodWorker:
         return status
 
     def _phase(self, pod: JsonDict, inits: list[Container], regular: list[Container]) -> str:
-        """The kubelet's getPhase over our container states."""
-        policy = pod["spec"].get("restartPolicy", "Always")
-        pending_init = 0
-        failed_init = 0
-        for c in inits:
-            st = c.state
-            if "terminated" in st:
-                if st["terminated"].get("exitCode") != 0:
-                    failed_init += 1
-                elif not c.done:
-                    pending_init += 1
-            elif "waiting" in st and c.last_state.get("terminated"):
-                if c.last_state["terminated"].get("exitCode") != 0:
-                    failed_init += 1
-            else:
-                pending_init += 1
-        if failed_init and policy == "Never":
-            return "Failed"
-        running = waiting = stopped = succeeded = 0
-        for c in regular:
-            st = c.state
-            if "running" in st:
-                running += 1
-            elif "terminated" in st:
-                stopped += 1
-                if st["terminated"].get("exitCode") == 0:
-                    succeeded += 1
-            elif c.last_state.get("terminated"):
-                stopped += 1
-            else:
-                waiting += 1
-        if pending_init or waiting:
-            return "Pending"
-        if running:
-            return "Running"
-        if stopped:
-            restarting = [c for c in regular if not c.done]
-            if self.terminal or not restarting:
-                return "Succeeded" if stopped == succeeded else "Failed"
-            return "Running"
-        return "Pending"
+        """The kubelet's getPhase over our container states (``kyklos.sandbox.podphase``)."""
+        policy = str(pod["spec"].get("restartPolicy", "Always"))
+        return pod_phase(policy, inits, regular, terminal=self.terminal)
 
     def _write_status(self, status: JsonDict) -> None:
         if status == self.last_written:
