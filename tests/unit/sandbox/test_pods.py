@@ -8,18 +8,17 @@ from typing import Any
 
 import pytest
 
-from kyklos.sandbox.pods import (
+from kyklos.sandbox.podenv import (
     MAX_TERMINATION_MESSAGE,
     ContainerConfigError,
     EnvSources,
-    StartError,
     build_env,
     expand,
     field_ref_value,
     log_tail,
-    resolve_executable,
     truncate_termination_message,
 )
+from kyklos.sandbox.pods import StartError, resolve_executable
 from kyklos.sandbox.storage import pv_manifest, storage_class_manifest, wants_volume
 
 POD = {
