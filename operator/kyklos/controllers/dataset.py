@@ -16,19 +16,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 
 from kyklos.api.dataset import DatasetPhase
-from kyklos.controllers import client, config, metrics, status
+from kyklos.controllers import client, config, metrics, runtime, status
 from kyklos.logic import dataset as logic
-from kyklos.logic.conditions import status_after
 from kyklos.logic.naming import MANAGED_BY, label_value, owner_label
 from kyklos.logic.pods import diagnosis_view
 
@@ -51,41 +48,19 @@ Body = dict[str, Any]
 
 
 @dataclass
-class _Memory:
+class _Memory(runtime.Memory):
     """What the controller remembers about one Dataset between reconciles."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
     last_check: datetime | None = None  # when the last refresh was started
     run_floor: int = 0  # refresh Jobs created so far take lower numbers
     retry: bool = False  # the last reconcile failed or asked to be repeated
-    #: (resourceVersion our last status write replaced, the status it wrote): until the
-    #: watch delivers the write, a body at that version is known to be stale.
-    written: tuple[str, Body] | None = None
 
 
-_memory: dict[Key, _Memory] = {}
-_memory_lock = threading.Lock()
+_objects: runtime.Objects[_Memory] = runtime.Objects(_Memory)
 
 
 def _key(namespace: str, name: str) -> Key:
     return (namespace, label_value(name))
-
-
-def _memory_for(key: Key) -> _Memory:
-    with _memory_lock:
-        return _memory.setdefault(key, _Memory())
-
-
-def _forget(key: Key) -> None:
-    with _memory_lock:
-        _memory.pop(key, None)
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"API error {exc.status} {exc.reason}"
-    text = str(exc).splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 # ------------------------------------------------------------------------------ indexes
@@ -158,14 +133,16 @@ def reconcile(
     """
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    memory = _memory_for(_key(namespace, name))
+    memory = _objects.get(_key(namespace, name))
     with memory.lock:
         try:
             with metrics.reconcile_timer(KIND):
                 memory.retry = _reconcile_locked(body, list(jobs), list(pods), memory, refresh_due)
+            memory.failures = 0
         except Exception as exc:
             memory.retry = True
-            log.warning("dataset %s/%s: reconcile failed: %s", namespace, name, _one_line(exc))
+            memory.failures += 1
+            runtime.log_failure(KIND, namespace, name, exc, runtime.retry_after(memory.failures))
 
 
 def _reconcile_locked(
@@ -174,10 +151,9 @@ def _reconcile_locked(
     """One reconcile; True when it should be repeated soon."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    if memory.written and memory.written[0] == meta.get("resourceVersion"):
-        # Our own write is not in the index yet: decide on what we wrote, not on the stale
-        # copy (which would only earn a 409 for an identical write).
-        body = {**body, "status": memory.written[1]}
+    # Our own last write may not be in the index yet: decide on what we wrote.
+    stored = memory.current_status(body)
+    body = {**body, "status": stored}
     runs = logic.observe_runs(_owned_jobs(jobs, meta["uid"]), pods)
     result = logic.plan(
         body,
@@ -200,24 +176,16 @@ def _reconcile_locked(
                 name,
                 result.create["metadata"]["name"],
             )
-    wrote = False
+    wrote: bool | None = False
     if result.status:
-        try:
-            wrote = status.write_status(client.DATASETS, body, result.status, precondition=True)
-        except ApiException as exc:
-            if exc.status == 409:
-                # Our copy of the Dataset is stale; its next watch event reconciles again.
-                return False
-            raise
+        wrote = runtime.write_status(client.DATASETS, body, stored, result.status, memory)
+        if wrote is None:
+            return False  # our copy was stale; its newer version's watch event reconciles
     for job_name in result.delete:
         if client.delete(client.JOBS, namespace, job_name):
             log.info("dataset %s/%s: deleted profile Job %s", namespace, name, job_name)
     if wrote:
-        memory.written = (
-            str(meta.get("resourceVersion")),
-            copy.deepcopy(status_after(body.get("status"), result.status)),
-        )
-        _count_outcome(body.get("status") or {}, result.status)
+        _count_outcome(stored, result.status)
         for event in result.events:
             log.info("dataset %s/%s: %s: %s", namespace, name, event.reason, event.message)
             status.emit(body, event.reason, event.message, warning=event.warning)
@@ -252,7 +220,7 @@ def dataset_event(
     """A Dataset appeared or changed (including our own status writes): reconcile it."""
     key = _key(namespace or "", name)
     if type == "DELETED":
-        _forget(key)
+        _objects.forget(key)
         return
     if body.get("metadata", {}).get("deletionTimestamp"):
         return  # its Jobs go with it (ownerReferences)
@@ -291,12 +259,14 @@ async def dataset_clock(
     """
     key = _key(namespace or "", name)
     while not stopped:
-        memory = _memory_for(key)
+        memory = _objects.get(key)
         live: Body = copy.deepcopy(dict(body))
         now = datetime.now(UTC)
         due = logic.next_refresh_at(live, memory.last_check)
         unsettled = memory.retry or not logic.is_settled(live)
         delay = RESYNC_SECONDS if unsettled else IDLE_SECONDS
+        if memory.failures:
+            delay = runtime.retry_after(memory.failures)
         if due is not None:
             delay = min(delay, max((due - now).total_seconds(), 0.0))
         if delay > 0:

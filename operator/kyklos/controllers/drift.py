@@ -19,12 +19,11 @@ from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
-from pydantic import ValidationError
 
 from kyklos.api.common import API_VERSION, ConditionStatus, ConditionType, Reason
 from kyklos.api.drift import DriftMonitorSpec
-from kyklos.controllers import client, config, metrics
-from kyklos.controllers.status import emit, write_status
+from kyklos.controllers import client, config, metrics, runtime
+from kyklos.controllers.status import emit
 from kyklos.logic.conditions import Event, set_condition
 from kyklos.logic.drift import (
     CHECK_LABEL,
@@ -34,6 +33,7 @@ from kyklos.logic.drift import (
     baseline_name,
     build_check_job,
     decide,
+    parse_spec,
 )
 from kyklos.logic.naming import child_labels, owner_label, owner_reference
 
@@ -43,8 +43,8 @@ KIND = "DriftMonitor"
 OWNER = owner_label(KIND)
 #: Longest sleep of a monitor's daemon between reconciles (a safety net, not the schedule).
 MAX_SLEEP = 300.0
-#: Wait before retrying a reconcile that failed (an API error, a conflict).
-RETRY_SECONDS = 30.0
+#: A status write that met a newer version of the monitor is decided again this soon.
+CONFLICT_RETRY_SECONDS = 1.0
 
 
 def observe(
@@ -86,27 +86,12 @@ def reconcile(namespace: str, name: str) -> float | None:
         meta = body["metadata"]
         stored = body.get("status") or {}
         now = datetime.now(UTC)
-        try:
-            spec = DriftMonitorSpec.model_validate(body.get("spec") or {})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "spec"
-            message = f"spec.{where}: {first['msg']}"
-            status = {
-                "observedGeneration": meta.get("generation"),
-                "phase": "Error",
-                "conditions": set_condition(
-                    stored.get("conditions"),
-                    type=ConditionType.READY,
-                    status=ConditionStatus.FALSE,
-                    reason=Reason.INVALID_SPEC,
-                    message=message,
-                    generation=meta.get("generation"),
-                    now=now,
-                ),
-            }
-            if write_status(client.DRIFTMONITORS, body, status):
-                emit(body, Reason.INVALID_SPEC, message, warning=True)
+        spec, invalid = parse_spec(body, now)
+        if spec is None:
+            assert invalid is not None
+            if _write(body, invalid.status):
+                for event in invalid.events:
+                    emit(body, event.reason, event.message, warning=event.warning)
             return None
         observed = observe(namespace, name, spec, stored)
         last = stored.get("lastRetrain") or {}
@@ -131,11 +116,19 @@ def reconcile(namespace: str, name: str) -> float | None:
             now=now,
         )
         act(body, spec, decision)
-        write_status(client.DRIFTMONITORS, body, decision.status)
+        if _write(body, decision.status) is None:
+            return CONFLICT_RETRY_SECONDS  # changed meanwhile: decide again on the new version
         for event in decision.events:
             emit(body, event.reason, event.message, warning=event.warning)
         record_metrics(namespace, name, stored, decision)
         return decision.requeue_after
+
+
+def _write(body: Mapping[str, Any], desired: Mapping[str, Any]) -> bool | None:
+    """Write the status against ``body``'s resourceVersion; None when it changed meanwhile."""
+    return runtime.write_status(
+        client.DRIFTMONITORS, body, body.get("status") or {}, desired, runtime.Memory()
+    )
 
 
 def act(body: Mapping[str, Any], spec: DriftMonitorSpec, decision: Decision) -> None:
@@ -246,12 +239,17 @@ def record_metrics(
         metrics.RETRAINS.labels(namespace, new.lower()).inc()
 
 
-def _safe_reconcile(namespace: str, name: str) -> float | None:
+def _safe_reconcile(namespace: str, name: str, memory: runtime.Memory) -> float | None:
+    """Reconcile; on a failure log one line and say when to retry (jittered backoff)."""
     try:
-        return reconcile(namespace, name)
-    except Exception as exc:  # one line; the daemon retries
-        log.warning("reconcile of DriftMonitor %s/%s failed: %s", namespace, name, exc)
-        return RETRY_SECONDS
+        delay = reconcile(namespace, name)
+    except Exception as exc:
+        memory.failures += 1
+        retry = runtime.retry_after(memory.failures)
+        runtime.log_failure(KIND, namespace, name, exc, retry)
+        return retry
+    memory.failures = 0
+    return delay
 
 
 # ----------------------------------------------------------------------------- triggers
@@ -295,10 +293,11 @@ async def monitor_daemon(
     """One per monitor: reconcile, then wait until the next check is due (or woken)."""
     key = (namespace or "", name)
     waker = _wakers.setdefault(key, asyncio.Event())
+    memory = runtime.Memory()
     try:
         while not stopped:
             waker.clear()
-            delay = await asyncio.to_thread(_safe_reconcile, key[0], name)
+            delay = await asyncio.to_thread(_safe_reconcile, key[0], name, memory)
             await _sleep(stopped, waker, min(delay if delay is not None else MAX_SLEEP, MAX_SLEEP))
     finally:
         if _wakers.get(key) is waker:

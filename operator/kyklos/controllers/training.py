@@ -23,9 +23,8 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from kyklos.controllers import client, config, metrics, status
+from kyklos.controllers import client, config, metrics, runtime, status
 from kyklos.logic import evaluation, training
-from kyklos.logic.conditions import status_after
 from kyklos.logic.naming import COMPONENT, MANAGED_BY, label_value, owner_label
 from kyklos.logic.pods import diagnosis_view
 
@@ -53,14 +52,10 @@ Key = tuple[str, str]
 
 @dataclass
 class _State:
-    """Process-wide controller state: indexes, per-object locks, what this process wrote."""
+    """Process-wide controller state: indexes, children this process just created."""
 
     indexes: dict[str, Any] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
-    locks: dict[Key, threading.Lock] = field(default_factory=dict)
-    # The status this process last wrote, by (namespace, name, uid): newer than an index
-    # snapshot that has not seen our write's watch event yet (only this controller writes it).
-    written: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     # Children created but not yet seen by the watch (avoids a second create and its 409).
     created: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -68,6 +63,8 @@ class _State:
 
 
 _state = _State()
+#: Per TrainingJob: its lock and this process's last status write (kyklos.controllers.runtime).
+_objects: runtime.Objects[runtime.Memory] = runtime.Objects(runtime.Memory)
 
 
 # ------------------------------------------------------------------------------------ indexes
@@ -88,6 +85,7 @@ def _trim(body: Mapping[str, Any], *, spec_keys: Iterable[str] | None = None) ->
                         "name",
                         "namespace",
                         "uid",
+                        "resourceVersion",
                         "generation",
                         "labels",
                         "annotations",
@@ -227,11 +225,6 @@ def _owned(index: str, key: Key, uid: str) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------ reconcile
 
 
-def _lock(key: Key) -> threading.Lock:
-    with _state.guard:
-        return _state.locks.setdefault(key, threading.Lock())
-
-
 def _settings() -> training.Settings:
     cfg = config.current()
     return training.Settings(
@@ -244,24 +237,29 @@ def _settings() -> training.Settings:
 def reconcile_key(namespace: str, name: str, body: Mapping[str, Any] | None = None) -> None:
     """Reconcile one TrainingJob (serialised per object); errors are logged and counted."""
     key = (namespace, name)
-    with _lock(key):
+    memory = _objects.get(key)
+    with memory.lock:
         found = _values(IDX_TRAININGJOBS, key)
         current = found[0] if found else (_trim(body) if body is not None else None)
         if current is None or current["metadata"].get("deletionTimestamp"):
             return
         try:
             with metrics.reconcile_timer(KIND):
-                reconcile(current)
+                reconcile(current, memory)
+            memory.failures = 0
         except Exception as exc:  # the resync retries; never crash the handler
-            log.error("TrainingJob %s/%s: reconcile failed: %s", namespace, name, exc)
+            memory.failures += 1
+            runtime.log_failure(KIND, namespace, name, exc, RESYNC_SECONDS)
 
 
-def reconcile(body: Mapping[str, Any]) -> None:
+def reconcile(body: Mapping[str, Any], memory: runtime.Memory | None = None) -> None:
     """Observe the children, decide the whole status and child set, apply the difference."""
     meta = body["metadata"]
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
     key = (namespace, name)
-    stored = _state.written.get((namespace, name, uid)) or body.get("status") or {}
+    memory = memory if memory is not None else _objects.get(key)
+    # Our own last write may not be in the index yet: decide on what we wrote.
+    stored = memory.current_status(body)
     view = {**body, "status": stored}
     dataset_name = ((body.get("spec") or {}).get("datasetRef") or {}).get("name")
     datasets = _values(IDX_DATASETS, (namespace, dataset_name)) if dataset_name else []
@@ -284,7 +282,7 @@ def reconcile(body: Mapping[str, Any]) -> None:
     if training.needs_eval_pods(obs) and eval_job is not None:
         obs = replace(obs, eval_pods=_job_pods(namespace, eval_job))
     decision = _act(obs, training.decide(obs))
-    _report(view, stored, decision)
+    _report(body, stored, decision, memory)
 
 
 def _job_pods(namespace: str, job: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -373,16 +371,21 @@ def _json(text: Any) -> dict[str, Any] | None:
 
 
 def _report(
-    view: Mapping[str, Any], stored: Mapping[str, Any], decision: training.Decision
+    body: Mapping[str, Any],
+    stored: Mapping[str, Any],
+    decision: training.Decision,
+    memory: runtime.Memory,
 ) -> None:
-    """Write the status (only what changed), post the transition Events, count the metrics."""
-    meta = view["metadata"]
+    """Write the status (only what changed), post the transition Events, count the metrics.
+
+    Nothing is reported when the TrainingJob changed since it was read (its newer version's
+    watch event reconciles again) or nothing changed.
+    """
+    meta = body["metadata"]
     namespace = str(meta["namespace"])
-    if not status.write_status(client.TRAININGJOBS, view, decision.status):
+    view = {**body, "status": stored}
+    if not runtime.write_status(client.TRAININGJOBS, body, stored, decision.status, memory):
         return
-    _state.written[(namespace, str(meta["name"]), str(meta["uid"]))] = status_after(
-        stored, decision.status
-    )
     for event in decision.events:
         status.emit(view, event.reason, event.message, warning=event.warning)
     if decision.verdict is not None:
@@ -414,10 +417,8 @@ def _count_verdict(namespace: str, name: str, verdict: evaluation.Verdict) -> No
 
 
 def _forget(namespace: str, name: str) -> None:
+    _objects.forget((namespace, name))
     with _state.guard:
-        _state.locks.pop((namespace, name), None)
-        for key in [k for k in _state.written if k[:2] == (namespace, name)]:
-            del _state.written[key]
         for idx in (IDX_JOBS, IDX_SERVICES, IDX_EVAL_JOBS):
             _state.created.pop((idx, namespace, name), None)
 
@@ -497,8 +498,7 @@ def _unfinished() -> list[Key]:
     out = []
     for key in keys:
         for body in _values(IDX_TRAININGJOBS, key):
-            meta = body["metadata"]
-            latest = _state.written.get((*key, str(meta.get("uid")))) or body.get("status") or {}
+            latest = _objects.get(key).current_status(body)
             if latest.get("phase") not in training.TERMINAL_PHASES:
                 out.append(key)
     return out

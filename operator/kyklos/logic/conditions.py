@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 
 @dataclass(frozen=True)
 class Event:
@@ -126,6 +128,45 @@ def apply_merge_patch(target: Mapping[str, Any] | None, patch: Mapping[str, Any]
 def status_after(stored: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
     """The status the server holds after ``write_status(stored -> desired)``."""
     return apply_merge_patch(stored, status_patch(stored, desired))
+
+
+def spec_error(exc: ValidationError, root: str = "spec") -> str:
+    """The one way Kyklos names a spec problem: ``spec.<field>: <why>`` (+ how many more)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid"}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return (
+        f"{root}.{where}: {first.get('msg', 'invalid')}{more}"
+        if where
+        else f"{root}: {first.get('msg', 'invalid')}{more}"
+    )
+
+
+def invalid_spec_status(
+    stored: Mapping[str, Any] | None,
+    *,
+    message: str,
+    generation: int | None,
+    now: datetime,
+    phase: str | None = None,
+) -> dict[str, Any]:
+    """The status of an object whose spec the logic cannot use: Ready=False InvalidSpec."""
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": set_condition(
+            (stored or {}).get("conditions"),
+            type="Ready",
+            status="False",
+            reason="InvalidSpec",
+            message=message,
+            generation=generation,
+            now=now,
+        ),
+    }
+    if phase is not None:
+        status["phase"] = phase
+    return status
 
 
 #: Phases that announce trouble: their transition Events are Warnings.

@@ -40,7 +40,7 @@ from kyklos.api.common import ConditionStatus, ConditionType, Reason, drop_none
 from kyklos.api.dataset import DatasetPhase, DatasetSpec
 from kyklos.api.reports import ProfileSummary
 from kyklos.api.worker import ProfileArgs
-from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
+from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition, spec_error
 from kyklos.logic.durations import format_duration, parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.naming import child_name
@@ -495,9 +495,7 @@ def parse_spec(body: Mapping[str, Any]) -> tuple[DatasetSpec | None, str]:
     try:
         spec = DatasetSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "spec"
-        return None, f"spec.{where}: {first.get('msg', 'invalid')}"
+        return None, spec_error(exc)
     try:
         claim_of(spec.source.uri, "spec.source.uri")
     except ValueError as exc:

@@ -31,11 +31,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from kyklos.api.common import ConditionStatus, ConditionType, Reason
 from kyklos.api.drift import DriftMonitorSpec, DriftPhase, PromotePolicy, RetrainOutcome
 from kyklos.api.reports import DriftSummary
 from kyklos.api.worker import DriftArgs
-from kyklos.logic.conditions import Event, condition_is, phase_event, rfc3339, set_condition
+from kyklos.logic.conditions import (
+    Event,
+    condition_is,
+    invalid_spec_status,
+    phase_event,
+    rfc3339,
+    set_condition,
+    spec_error,
+)
 from kyklos.logic.durations import parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.workerjob import WorkerConfig, build_worker_job
@@ -442,6 +452,28 @@ def _phase(status: Mapping[str, Any]) -> DriftPhase:
     if not status.get("checks"):
         return DriftPhase.PENDING
     return DriftPhase.DRIFTED if status.get("drifted") else DriftPhase.HEALTHY
+
+
+def parse_spec(
+    body: Mapping[str, Any], now: datetime
+) -> tuple[DriftMonitorSpec, None] | tuple[None, Decision]:
+    """The monitor's spec, or (None, the InvalidSpec decision naming the field at fault)."""
+    try:
+        return DriftMonitorSpec.model_validate(body.get("spec") or {}), None
+    except ValidationError as exc:
+        message = spec_error(exc)
+    stored = body.get("status") or {}
+    status = {
+        **stored,
+        **invalid_spec_status(
+            stored,
+            message=message,
+            generation=(body.get("metadata") or {}).get("generation"),
+            now=now,
+            phase=DriftPhase.ERROR.value,
+        ),
+    }
+    return None, Decision(status=status, events=[Event(Reason.INVALID_SPEC, message, warning=True)])
 
 
 def decide(

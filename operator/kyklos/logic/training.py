@@ -93,6 +93,7 @@ from kyklos.logic.conditions import (
     get_condition,
     rfc3339,
     set_condition,
+    spec_error,
 )
 from kyklos.logic.evaluation import parse_metrics
 from kyklos.logic.jobs import JobState, latest_message, observe_job
@@ -770,19 +771,11 @@ def _evaluating(stored: Mapping[str, Any]) -> bool:
     return (stored.get("evaluation") or {}).get("verdict") == Reason.EVALUATING.value
 
 
-def _spec_errors(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
-    return "; ".join(parts)
-
-
 def _parse_spec(trainingjob: Mapping[str, Any]) -> TrainingJobSpec:
     try:
         spec = TrainingJobSpec.model_validate(trainingjob.get("spec") or {})
     except ValidationError as exc:
-        raise SpecError(_spec_errors(exc)) from None
+        raise SpecError(spec_error(exc)) from None
     check_spec(spec)
     return spec
 

@@ -20,6 +20,7 @@ from kyklos.api.dataset import DatasetSpec
 from kyklos.api.drift import DriftMonitorSpec
 from kyklos.api.reports import DriftErrorReason, DriftSummary, ProfileReason, ProfileSummary
 from kyklos.api.worker import DriftArgs, ProfileArgs, WorkerArgsError
+from kyklos.logic.conditions import spec_error
 from kyklos.worker.drift import CurrentInput, run_drift
 from kyklos.worker.exit_status import EXIT_INTERNAL, EXIT_UNREADABLE
 from kyklos.worker.io import describe_error, redact
@@ -30,13 +31,6 @@ COMMANDS: dict[str, type[ProfileArgs] | type[DriftArgs]] = {
     ProfileArgs.COMMAND: ProfileArgs,
     DriftArgs.COMMAND: DriftArgs,
 }
-
-
-def _spec_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "spec"
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"spec.{where}: {first['msg']}{more}"
 
 
 def _report(summary: ProfileSummary | DriftSummary, exit_code: int, termination_log: str) -> int:
@@ -58,7 +52,7 @@ def _profile(args: ProfileArgs) -> int:
         spec = DatasetSpec.model_validate_json(args.spec)
     except ValidationError as err:
         summary = ProfileSummary(
-            ok=False, reason=ProfileReason.INVALID_SPEC, message=_spec_error(err)
+            ok=False, reason=ProfileReason.INVALID_SPEC, message=spec_error(err)
         )
         return _report(summary, EXIT_UNREADABLE, args.termination_log)
     run = run_profile(spec, args.namespace, args.name, args.artifacts, seed=args.seed or 0)
@@ -70,7 +64,7 @@ def _drift(args: DriftArgs) -> int:
         spec = DriftMonitorSpec.model_validate_json(args.spec)
     except ValidationError as err:
         summary = DriftSummary(
-            ok=False, reason=DriftErrorReason.INVALID_SPEC, message=_spec_error(err)
+            ok=False, reason=DriftErrorReason.INVALID_SPEC, message=spec_error(err)
         )
         return _report(summary, EXIT_UNREADABLE, args.termination_log)
     current = CurrentInput(

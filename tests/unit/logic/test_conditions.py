@@ -99,3 +99,24 @@ def test_phase_event_announces_an_unannounced_phase_change_with_the_ready_reason
     assert phase_event({"phase": "Failed"}, desired, []) is None
     assert phase_event({"phase": "Running"}, desired, [Event("Other", "x")]) is None
     assert phase_event(None, {"phase": "Pending"}, []) == Event("Pending", "new -> Pending")
+
+
+def test_one_spec_error_format_names_the_field_and_counts_the_rest() -> None:
+    import pytest
+    from pydantic import BaseModel, ValidationError
+
+    from kyklos.logic.conditions import spec_error
+
+    class Spec(BaseModel):
+        a: int
+        b: int
+
+    with pytest.raises(ValidationError) as one:
+        Spec.model_validate({"a": "x", "b": 1})
+    assert (
+        spec_error(one.value)
+        == "spec.a: Input should be a valid integer, unable to parse string as an integer"
+    )
+    with pytest.raises(ValidationError) as two:
+        Spec.model_validate({})
+    assert spec_error(two.value) == "spec.a: Field required (and 1 more)"

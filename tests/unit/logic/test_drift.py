@@ -444,3 +444,19 @@ def test_a_rejected_challenger_is_rejected_with_both_values_and_never_promoted()
         "0.78" in d.status["lastRetrain"]["message"]
         and "0.83" in d.status["lastRetrain"]["message"]
     )
+
+
+def test_a_spec_the_model_rejects_is_invalid_spec_decided_in_logic() -> None:
+    from kyklos.logic.drift import parse_spec
+
+    body = {
+        "metadata": {"name": "mon", "generation": 3},
+        "spec": {"reference": {"datasetRef": {"name": "r"}}, "interval": "soon"},
+        "status": {"phase": "Healthy", "checks": 2},
+    }
+    spec, decision = parse_spec(body, NOW)
+    assert spec is None and decision is not None
+    assert decision.status["phase"] == "Error" and decision.status["checks"] == 2
+    ready = next(c for c in decision.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec" and ready["message"].startswith("spec.")
+    assert [e.reason for e in decision.events] == ["InvalidSpec"]
