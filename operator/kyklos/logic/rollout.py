@@ -95,6 +95,7 @@ from kyklos.api.deployment import (
 from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import duration_seconds
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
+from kyklos.logic.serving import ProxyImage, add_proxy_sidecar
 from kyklos.logic.workerjob import WORKER_UID, claim_of, volume_name
 
 KIND = "ModelDeployment"
@@ -288,10 +289,13 @@ def build_serving_deployment(
     model: ResolvedModel,
     replicas: int | None,
     pvc_root: str,
+    proxy: ProxyImage | None = None,
 ) -> dict[str, Any]:
     """The ``<name>-stable`` or ``<name>-canary`` Deployment serving ``model``.
 
-    ``replicas`` None leaves the count to the HPA (the field is then not managed).
+    ``replicas`` None leaves the count to the HPA (the field is then not managed). With
+    ``proxy`` and ``spec.observability.proxy``, the pods run ``kyklos proxy`` in front of
+    the server (``kyklos.logic.serving``).
     """
     name = owner["metadata"]["name"]
     runtime = spec.runtime
@@ -380,12 +384,15 @@ def build_serving_deployment(
         deployment_spec = {"replicas": replicas, **deployment_spec}
     metadata = _owner_meta(owner, child_name(name, component), component)
     metadata["annotations"] = annotations
-    return {
+    deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata,
         "spec": deployment_spec,
     }
+    if proxy is not None and spec.observability.proxy:
+        add_proxy_sidecar(deployment, owner, spec, component, rev, proxy)
+    return deployment
 
 
 def build_service(owner: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any]:
