@@ -145,3 +145,34 @@ class AnalysisSummary(_Wire):
             verdict=self.verdict,
             message=(self.message or "")[:1024] or None,
         )
+
+
+class AnalyzeArgs(_Wire):
+    """The arguments of ``kyklos worker analyze`` (built by the operator into the Job)."""
+
+    analysis: str = Field(description="The step's Analysis as JSON.")
+    namespace: str
+    name: str
+    artifacts: str
+    canary_revision: str
+    stable_revision: str
+    step: int = Field(ge=0)
+    window_end: datetime
+    flush_seconds: float = Field(default=10.0, gt=0.0)
+    termination_log: str = "/dev/termination-log"
+
+    def to_args(self) -> list[str]:
+        """``--flag value`` pairs after ``kyklos worker analyze``."""
+        out: list[str] = []
+        for key, value in self.model_dump(mode="json").items():
+            out += [f"--{key.replace('_', '-')}", str(value)]
+        return out
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str]) -> Self:
+        """Parse what :meth:`to_args` produced (pydantic validates the values)."""
+        parser = argparse.ArgumentParser(prog="kyklos worker analyze")
+        for key in cls.model_fields:
+            parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None)
+        values = {k: v for k, v in vars(parser.parse_args(list(argv))).items() if v is not None}
+        return cls.model_validate(values)
