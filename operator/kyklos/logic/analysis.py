@@ -401,3 +401,78 @@ def next_action(analysis: Analysis, verdict: Verdict) -> NextAction:
         OnInconclusive.CONTINUE: NextAction.CONTINUE,
         OnInconclusive.ROLLBACK: NextAction.ROLLBACK,
     }[analysis.on_inconclusive]
+
+
+# ------------------------------------------------------------------ manual rollout control
+
+#: The annotation ``kyklos rollout promote|abort|pause|resume`` sets: ``<action>/<nonce>``.
+ACTION_ANNOTATION = "kyklos.io/rollout-action"
+
+
+@dataclass(frozen=True)
+class RequestedAction:
+    """A manual action asked for by annotation, with who asked and when."""
+
+    action: str
+    value: str
+    user: str | None
+    time: datetime | None
+
+
+def requested_action(metadata: Mapping[str, Any]) -> RequestedAction | None:
+    """The rollout action the object's annotation asks for (None: none, or malformed).
+
+    The user is the field manager that last wrote the annotation (``managedFields``): the
+    CLI names itself ``kyklos-rollout/<user>``; the API server records no more than that.
+    """
+    value = str((metadata.get("annotations") or {}).get(ACTION_ANNOTATION) or "")
+    action = value.split("/", 1)[0].strip().lower()
+    if action not in ("promote", "abort", "pause", "resume"):
+        return None
+    user, when = None, None
+    key = f"f:{ACTION_ANNOTATION}"
+    for entry in metadata.get("managedFields") or []:
+        annotations = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get(
+            "f:annotations"
+        ) or {}
+        if key in annotations:
+            user = entry.get("manager")
+            when = _parse_time(entry.get("time"))
+    return RequestedAction(action=action, value=value[:256], user=user, time=when)
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------ the analysis Job
+
+ANALYSIS_COMPONENT = "analysis"
+#: An analysis Job ending without a verdict within this many seconds is Inconclusive.
+ANALYSIS_DEADLINE_SECONDS = 300
+#: Finished analysis Jobs are garbage-collected after this long (the verdict is in status).
+ANALYSIS_TTL_SECONDS = 600
+#: Wait this long after a window ends (beyond one flush interval) for the last logs.
+FLUSH_SLACK_SECONDS = 2.0
+
+
+def analysis_job_name(owner_name: str, revision: str, step: int, window_end: datetime) -> str:
+    """A deterministic Job name per (revision, step, window): ``<name>-analysis-<hash>``."""
+    import hashlib
+
+    key = f"{revision}/{step}/{window_end.astimezone(UTC).isoformat()}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return f"{owner_name[:40].rstrip('-')}-analysis-{digest}"
+
+
+@dataclass(frozen=True)
+class AnalysisJobPlan:
+    """An analysis Job the controller must run (its name and the worker's arguments)."""
+
+    name: str
+    args: list[str]
