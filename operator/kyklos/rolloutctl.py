@@ -220,7 +220,10 @@ async def send(
             latencies.append(time.perf_counter() - t0)
 
     timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    # A new connection per request: with SO_REUSEPORT (the process sandbox) the kernel
+    # spreads connections, not requests, over the stable and canary proxies.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         tasks = []
         for i in range(total):
             delay = started + i / rps - time.monotonic()
