@@ -7,8 +7,9 @@ With ``spec.observability.proxy`` (the default) every serving pod runs two conta
   ``runtime.port``); no readiness probe of its own;
 - ``proxy``: ``kyklos proxy`` (the Kyklos image) on ``runtime.port`` (the Service's
   ``http`` target) forwarding to the server, with the readiness probe the server had
-  (``healthPath``, forwarded, so Ready means what it meant), ``/metrics`` on the ``metrics``
-  port, and the artifact store mounted for request logs.
+  (``healthPath``, forwarded, so Ready means what it meant; probed on the ``metrics`` port,
+  which serves ``/metrics`` and forwards ``healthPath`` too), and the artifact store mounted
+  for request logs.
 
 The server port and the metrics port are derived from (name, component, revision): in the
 process sandbox every pod shares the host network, and a server port of its own per
@@ -107,6 +108,10 @@ def add_proxy_sidecar(
     server = pod["containers"][0]
     settings = proxy_settings(owner, spec, component, revision, proxy.artifacts_uri)
     probe = server.pop("readinessProbe")
+    # The proxy answers healthPath on its metrics port too (forwarded to the server): a
+    # port of this revision's own, so in the process sandbox, where the Service port is
+    # shared, the probe reaches this pod's proxy and server, not another pod's.
+    probe = {**probe, "httpGet": {**probe["httpGet"], "port": METRICS_PORT_NAME}}
     server["ports"] = [
         {"name": SERVER_PORT_NAME, "containerPort": settings.server_port, "protocol": "TCP"}
     ]

@@ -16,7 +16,9 @@ operator gave the server in ``KYKLOS_SERVER_PORT``. For each request it:
   ``kyklos_serving_request_log_dropped_total{reason}``.
 
 The readiness path (``healthPath``) is forwarded like any request, so the probe on the
-proxy means what it meant on the server; it is neither counted nor logged. Errors are
+proxy means what it meant on the server; it is neither counted nor logged. The metrics
+port answers it too: the probe uses that port, which is this revision's own even where
+pods share the host network (the process sandbox). Errors are
 forwarded faithfully: the server's status and body as they are; no connection -> 502, no
 answer within the upstream timeout -> 504, both with the cause in ``X-Kyklos-Proxy-Error``.
 """
@@ -329,6 +331,9 @@ def application(proxy: Proxy) -> web.Application:
 def metrics_application(proxy: Proxy) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", proxy.metrics_handler)
+    # The readiness probe's port (one per revision): healthPath forwarded to the server.
+    if proxy.settings.health_path != "/metrics":
+        app.router.add_get(proxy.settings.health_path, proxy.handle)
     return app
 
 

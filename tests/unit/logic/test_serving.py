@@ -44,7 +44,7 @@ def test_the_proxy_takes_the_service_port_and_the_probe_and_the_server_moves() -
     port = int(env[ENV_SERVER_PORT])
     assert server["ports"] == [{"name": "server", "containerPort": port, "protocol": "TCP"}]
     assert "readinessProbe" not in server
-    assert proxy["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in proxy["ports"]
     assert proxy["command"][:2] == ["kyklos", "proxy"]
     settings = ProxySettings.from_args(proxy["command"][2:])

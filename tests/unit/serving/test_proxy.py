@@ -122,6 +122,9 @@ def test_forwards_counts_and_logs_requests_on_stop(tmp_path: Path) -> None:
             answers.append((r.status, await r.json(), None))
         async with session.get(f"{base}/healthz") as r:  # the probe: forwarded, not counted
             answers.append((r.status, await r.json(), None))
+        probe = f"http://127.0.0.1:{s.metrics_port}/healthz"  # the probe's own port
+        async with session.get(probe) as r:
+            answers.append((r.status, await r.json(), None))
         return answers, await metrics_text(s)(session)
 
     answers, metrics = asyncio.run(with_proxy(s, body))
@@ -129,6 +132,7 @@ def test_forwards_counts_and_logs_requests_on_stop(tmp_path: Path) -> None:
     assert answers[2][1] == {"predictions": [1, 1, 1]}
     assert answers[3] == (503, {"error": "boom"}, None)
     assert answers[4][:2] == (200, {"status": "ok"})
+    assert answers[5][:2] == (200, {"status": "ok"})
     assert 'kyklos_serving_requests_total{code="200",revision="rev1"} 3.0' in metrics
     assert 'kyklos_serving_requests_total{code="503",revision="rev1"} 1.0' in metrics
     assert 'kyklos_serving_request_duration_seconds_count{revision="rev1"} 4.0' in metrics
