@@ -252,3 +252,47 @@ def test_proxy_settings_round_trip_through_args() -> None:
     )
     assert ProxySettings.from_args(s.to_args()) == s
     assert json.loads(s.model_dump_json())["sample_rate"] == 0.25
+
+
+def test_sigterm_flushes_the_buffer_of_a_real_proxy_process(tmp_path: Path) -> None:
+    """A restart (SIGTERM, as the kubelet stops a pod) loses no buffered record."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    s = settings(tmp_path, flush_seconds=3600.0)  # nothing flushed before the signal
+
+    async def requests(session: aiohttp.ClientSession) -> None:
+        for _ in range(7):
+            async with session.post(
+                f"http://127.0.0.1:{s.listen_port}/predict", json={"rows": [{}]}
+            ) as r:
+                assert r.status == 200
+
+    async def scenario() -> int:
+        runner = await model_server(s.server_port)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kyklos", "proxy", *s.to_args()], stderr=subprocess.PIPE
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        async with session.get(f"http://127.0.0.1:{s.metrics_port}/metrics"):
+                            break
+                    except aiohttp.ClientConnectionError:
+                        assert time.monotonic() < deadline, "the proxy did not start"
+                        await asyncio.sleep(0.05)
+                await requests(session)
+            assert written_records(tmp_path) == []
+            proc.send_signal(signal.SIGTERM)
+            return await asyncio.to_thread(proc.wait, 30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            await runner.cleanup()
+
+    assert asyncio.run(scenario()) == 0
+    assert len(written_records(tmp_path)) == 7
