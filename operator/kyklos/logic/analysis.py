@@ -28,6 +28,7 @@ Rollback); Pass -> the step ends and the canary advances.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import operator
 import re
@@ -463,8 +464,6 @@ FLUSH_SLACK_SECONDS = 2.0
 
 def analysis_job_name(owner_name: str, revision: str, step: int, window_end: datetime) -> str:
     """A deterministic Job name per (revision, step, window): ``<name>-analysis-<hash>``."""
-    import hashlib
-
     key = f"{revision}/{step}/{window_end.astimezone(UTC).isoformat()}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return f"{owner_name[:40].rstrip('-')}-analysis-{digest}"

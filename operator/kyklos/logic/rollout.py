@@ -45,6 +45,15 @@ selects both Deployments.
   scaled to zero and deleted, ``failedModel`` records the model (it is not retried), phase
   RolledBack, Warning Event RolledBack naming the model and cause. The stable Deployment
   is not touched. Without ``autoRollback`` the canary is left running, phase Degraded.
+- With ``strategy.analysis`` (or a step's own), a held step is judged before it advances
+  (``kyklos.logic.analysis``): once the last request-log flush of the window
+  ``[stepStartTime + pause - window, stepStartTime + pause]`` is written, one analysis Job
+  per (revision, step, window) runs; its verdict is appended to ``status.analysis`` and
+  Pass advances, Fail follows ``onFailure`` (Rollback as above, or Pause), Inconclusive
+  ``onInconclusive``. A paused canary (``status.paused``) and a ``pause: manual`` step have
+  phase Paused and wait for ``kyklos rollout promote|resume|abort`` (the
+  ``kyklos.io/rollout-action`` annotation, each value carried out once and recorded in the
+  rollout's ``history[].actions``). Abort rolls back even without ``autoRollback``.
 - A model changed mid-canary restarts the canary at step 0 with the newest model (the old
   rollout's history outcome: Superseded; Event CanaryRestarted). Changed back to the stable
   model, the canary is removed (Superseded).
@@ -734,12 +743,12 @@ def decide(
     ``artifacts_uri`` is where the proxies write request logs (for analysis Jobs);
     ``request`` a manual action asked for by annotation (``logic.analysis.requested_action``).
     """
-    rollout = _Rollout(spec, model, observed, status or {}, now, name, namespace, generation)
-    rollout.artifacts_uri = artifacts_uri
-    rollout.request = (
-        request if request and request.value != (status or {}).get("handledAction") else None
-    )
-    return rollout.run()
+    machine = _Rollout(spec, model, observed, status or {}, now, name, namespace, generation)
+    machine.artifacts_uri = artifacts_uri
+    # Each annotation value is carried out once: the last one done is in status.
+    if request is not None and request.value != (status or {}).get("handledAction"):
+        machine.request = request
+    return machine.run()
 
 
 class _Rollout:
