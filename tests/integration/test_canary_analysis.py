@@ -38,7 +38,31 @@ HOST_BASE = Path(os.environ.get("KYKLOS_TEST_HOST_DIR", "/var/tmp"))
 KYKLOS_IMAGE = "ghcr.io/kyklos/kyklos:0.1.0"
 DATA = REPO / "examples" / "data" / "churn-reference.csv"
 FINAL_PHASES = ("Available", "RolledBack", "Paused")
-PROMETHEUS = shutil.which("prometheus")
+#: Debian's package (the stories need a real Prometheus, not an imitation).
+PROMETHEUS_PACKAGE = "prometheus"
+
+
+def ensure_prometheus() -> str:
+    """The prometheus binary; installed from Debian's package when missing and possible.
+
+    Skips (one line, the reason) where it is neither installed nor installable.
+    """
+    found = shutil.which("prometheus")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("prometheus is not installed and apt-get (as root) is not available")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", PROMETHEUS_PACKAGE]
+    result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+    if result.returncode != 0:  # stale package lists: update once, then try again
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
+        result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+    found = shutil.which("prometheus")
+    if result.returncode != 0 or not found:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"prometheus could not be installed with apt-get: {last}")
+    return found
 
 
 def free_port() -> int:
@@ -80,8 +104,7 @@ def kyklos(
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], str]]:
     """A real Prometheus scraping the given targets every second; yields set_targets -> URL."""
-    if PROMETHEUS is None:
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    binary = ensure_prometheus()
     port = free_port()
     targets = tmp_path / "targets.json"
     targets.write_text("[]")
@@ -95,7 +118,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], str]]:
     log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [
-            PROMETHEUS,
+            binary,
             f"--config.file={tmp_path / 'prometheus.yml'}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
