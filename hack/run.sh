@@ -78,6 +78,9 @@ echo "  kubectl get ml            # all Kyklos resources"
 echo "  kubectl wait --for=condition=Ready dataset/churn-reference --timeout=300s"
 echo "  kubectl get tj            # after the drift retrain: its champion/challenger Verdict"
 echo "  kubectl describe tj churn-drift-retrain-1   # Status > Evaluation: both models' metrics and the delta"
+echo "  # live traffic for the canary analysis (bounded; goes through the serving proxies):"
+echo "  kyklos traffic churn-model --data examples/data/churn-reference.csv --rps 20 --duration 5m"
+echo "  kyklos rollout status churn-model     # or: kubectl kyklos rollout status churn-model"
 echo "Ctrl-C stops everything."
 for _ in $(seq 1 60); do
   sleep 2

@@ -1,4 +1,4 @@
-"""The `kyklos` command: version, crds, run, sandbox, worker."""
+"""The `kyklos` command: version, crds, run, sandbox, worker, proxy, rollout, traffic."""
 
 from __future__ import annotations
 
@@ -73,7 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "sandbox", help="a local Kubernetes control plane (build, serve)", add_help=False
     )
-    sub.add_parser("worker", help="data-plane workers (profile, drift)", add_help=False)
+    sub.add_parser("worker", help="data-plane workers (profile, drift, analyze)", add_help=False)
+    sub.add_parser("proxy", help="the serving sidecar (metrics, request logs)", add_help=False)
+    from kyklos.rolloutctl import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -89,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kyklos.worker.cli import main as worker_main
 
         return worker_main(args_list[1:])
+    if args_list and args_list[0] == "proxy":
+        from kyklos.serving.proxy import main as proxy_main
+
+        return proxy_main(args_list[1:])
     parser = _parser()
     args = parser.parse_args(args_list)
     if args.command == "version":
@@ -100,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_crds(args.output_dir, args.check)
     if args.command == "run":
         return _run(args)
+    if args.command in ("rollout", "traffic"):
+        from kyklos import rolloutctl
+
+        return (
+            rolloutctl.rollout_main(args)
+            if args.command == "rollout"
+            else (rolloutctl.traffic_main(args))
+        )
     parser.print_help()
     return 2
 

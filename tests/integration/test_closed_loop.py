@@ -131,6 +131,8 @@ def loop(
             "spec": {
                 "model": {"fromTrainingJob": "initial"},
                 "runtime": {"image": SERVER_IMAGE, "port": 8080},
+                # A scripted server listens nowhere: no proxy in front of it.
+                "observability": {"proxy": False},
                 "replicas": 2,
                 "strategy": {"type": "Canary", "steps": [{"weight": 50, "pause": "1s"}]},
                 "progressDeadlineSeconds": 30,

@@ -81,6 +81,9 @@ def model_deployment(name: str, uri: str, **spec: Any) -> dict[str, Any]:
         "runtime": runtime(),
         "replicas": 2,
         "progressDeadlineSeconds": 60,
+        # The scripted servers listen nowhere: no proxy in front of them (the proxy's
+        # stories are in test_canary_analysis.py).
+        "observability": {"proxy": False},
         **spec,
     }
     return {"metadata": {"name": name}, "spec": body}

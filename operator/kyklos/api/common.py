@@ -160,6 +160,15 @@ class Reason(StrEnum):
     AVAILABLE = "Available"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     CRASH_LOOP = "CrashLoop"
+    # ModelDeployment: canary analysis and manual control (issue 14)
+    ANALYSIS_RUNNING = "AnalysisRunning"
+    ANALYSIS_PASSED = "AnalysisPassed"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    PAUSED = "Paused"
+    AWAITING_PROMOTION = "AwaitingPromotion"
+    ABORTED = "Aborted"
+    ROLLOUT_ACTION = "RolloutAction"
     # DriftMonitor
     REFERENCE_NOT_READY = "ReferenceNotReady"
     CHECK_RUNNING = "CheckRunning"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
@@ -22,6 +22,21 @@ from kyklos.api.common import (
 from kyklos.api.training import Arg, ImageRef
 
 MAX_HISTORY = 10
+#: Analysis records kept in status (newest last).
+MAX_ANALYSES = 20
+#: Manual actions kept per rollout record.
+MAX_ACTIONS = 10
+#: ``pause: manual``: the step waits for ``kyklos rollout promote``.
+MANUAL_PAUSE = "manual"
+#: A step pause: a duration, or ``manual``.
+PAUSE_PATTERN = r"^(manual|([0-9]+(ms|s|m|h|d))+)$"
+#: ``{{...}}`` names a Prometheus query may use (docs in ``PrometheusQuery``).
+QUERY_VARIABLES = ("revision", "canaryRevision", "stableRevision", "namespace", "name")
+#: A query whose every ``{{...}}`` is one of QUERY_VARIABLES (no stray braces).
+# (RE2 has no look-ahead: a single brace is matched with the character after it.)
+QUERY_PATTERN = r"^([^{}]|\{[^{}]|\}[^{}]|\}$|\{\{(" + "|".join(QUERY_VARIABLES) + r")\}\})*$"
+#: ``result <op> <number>``: the only successCondition grammar.
+CONDITION_PATTERN = r"^\s*result\s*(<=|>=|==|!=|<|>)\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*$"
 
 ONE_MODEL_SOURCE = CelRule(
     rule="has(self.uri) != has(self.fromTrainingJob)",
@@ -63,6 +78,39 @@ class DeploymentPhase(StrEnum):
     AVAILABLE = "Available"
     DEGRADED = "Degraded"
     ROLLED_BACK = "RolledBack"
+    PAUSED = "Paused"
+
+
+class Verdict(StrEnum):
+    """The outcome of a canary analysis (and of each of its checks)."""
+
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class OnFailure(StrEnum):
+    """What a failed analysis does to the rollout."""
+
+    ROLLBACK = "Rollback"
+    PAUSE = "Pause"
+
+
+class OnInconclusive(StrEnum):
+    """What an inconclusive analysis does to the rollout."""
+
+    PAUSE = "Pause"
+    CONTINUE = "Continue"
+    ROLLBACK = "Rollback"
+
+
+class RolloutAction(StrEnum):
+    """A manual rollout action (``kyklos rollout ...``), requested by annotation."""
+
+    PROMOTE = "promote"
+    ABORT = "abort"
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 class StrategyType(StrEnum):
@@ -148,6 +196,144 @@ class Autoscaling(KyklosModel):
         return self
 
 
+class RequestLog(KyklosModel):
+    """What the serving proxy records of each request."""
+
+    sample_rate: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of requests whose JSON bodies are logged (every request is counted).",
+    )
+    flush_interval: Duration = Field(
+        default="10s",
+        description="Request logs are written to the artifact store at least this often.",
+    )
+    max_body_bytes: int = Field(
+        default=65536,
+        ge=0,
+        le=1 << 20,
+        description="Bodies larger than this are not logged (counted as dropped).",
+    )
+
+
+class Observability(KyklosModel):
+    """The serving proxy sidecar (kyklos proxy): metrics and request logs of every pod."""
+
+    proxy: bool = Field(
+        default=True,
+        description=(
+            "Run the kyklos proxy in every serving pod. It listens on runtime.port and "
+            "forwards to the server on the pod-local port in KYKLOS_SERVER_PORT."
+        ),
+    )
+    request_log: RequestLog = Field(
+        default_factory=RequestLog, description="Request logs written by the proxy."
+    )
+
+
+class ErrorRateCheck(KyklosModel):
+    """Fails when the canary's 5xx share exceeds the stable's by more than maxIncrease."""
+
+    max_increase: float = Field(
+        ge=0.0, le=1.0, description="Largest allowed canary minus stable 5xx share (0-1)."
+    )
+
+
+class LatencyCheck(KyklosModel):
+    """Fails when the canary's p99 latency exceeds the stable's by more than a ratio."""
+
+    p99_max_ratio: float = Field(
+        ge=1.0, le=100.0, description="Largest allowed canary p99 / stable p99 (>= 1)."
+    )
+
+
+DriftMethodName = Literal["js", "psi", "wasserstein"]
+
+
+class PredictionDriftCheck(KyklosModel):
+    """Fails when the canary's predictions drift from the stable's on the same traffic."""
+
+    method: DriftMethodName = Field(default="js", description="js, psi or wasserstein.")
+    threshold: float = Field(
+        gt=0.0, le=10.0, description="Score at or above which the predictions count as drifted."
+    )
+
+
+class InputDriftCheck(KyklosModel):
+    """Fails when the inputs the canary saw drift from the stable's (a skewed split)."""
+
+    method: DriftMethodName = Field(default="js", description="js, psi or wasserstein.")
+    threshold: float = Field(gt=0.0, le=10.0, description="Per-feature drift threshold.")
+    drift_share: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="Fraction of drifted features that fails."
+    )
+
+
+class PrometheusQuery(KyklosModel):
+    """One PromQL query whose scalar result must satisfy successCondition."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z][a-zA-Z0-9_-]*$", max_length=63)] = (
+        Field(description="Name of the check in status.analysis[].checks.")
+    )
+    query: Annotated[
+        str, StringConstraints(min_length=1, max_length=4096, pattern=QUERY_PATTERN)
+    ] = Field(
+        description=(
+            "PromQL; may use the double-brace variables revision (the canary's), "
+            "canaryRevision, stableRevision, namespace and name."
+        )
+    )
+    success_condition: Annotated[
+        str, StringConstraints(pattern=CONDITION_PATTERN, max_length=128)
+    ] = Field(description="'result <op> <number>', op one of < <= > >= == !=.")
+
+
+class PrometheusCheck(KyklosModel):
+    """Checks answered by a Prometheus server."""
+
+    address: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)] = (
+        Field(description="Base URL of the Prometheus HTTP API, e.g. http://prometheus:9090.")
+    )
+    queries: list[PrometheusQuery] = Field(
+        min_length=1,
+        max_length=10,
+        description="Queries, each a check by its name.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+
+class Analysis(KyklosModel):
+    """Canary analysis run at the end of each step's pause on the live traffic of both revisions."""
+
+    window: Duration = Field(
+        default="1m", description="The request logs of the last window are compared."
+    )
+    min_samples: int = Field(
+        default=50,
+        ge=1,
+        le=10_000_000,
+        description="Fewer requests than this on either side: Inconclusive.",
+    )
+    error_rate: ErrorRateCheck | None = Field(default=None, description="The 5xx share check.")
+    latency: LatencyCheck | None = Field(default=None, description="The p99 latency check.")
+    prediction_drift: PredictionDriftCheck | None = Field(
+        default=None, description="The canary-versus-stable prediction drift check."
+    )
+    input_drift: InputDriftCheck | None = Field(
+        default=None, description="The canary-versus-stable input drift check."
+    )
+    prometheus: PrometheusCheck | None = Field(
+        default=None, description="Checks answered by a Prometheus server."
+    )
+    on_failure: OnFailure = Field(
+        default=OnFailure.ROLLBACK, description="Rollback (as on a crash loop) or Pause."
+    )
+    on_inconclusive: OnInconclusive = Field(
+        default=OnInconclusive.PAUSE, description="Pause, Continue or Rollback."
+    )
+
+
 class CanaryStep(KyklosModel):
     """One step of a canary: the canary's share of replicas, and how long to hold it."""
 
@@ -157,8 +343,16 @@ class CanaryStep(KyklosModel):
         description="Canary share of replicas, in percent (1-100).",
         json_schema_extra=CEL_INT,
     )
-    pause: Duration = Field(
-        default="30s", description="How long the step holds once the canary is Ready."
+    pause: Annotated[str, StringConstraints(pattern=PAUSE_PATTERN, max_length=32)] = Field(
+        default="30s",
+        description=(
+            "How long the step holds once the canary is Ready, or 'manual': the step waits "
+            "for kyklos rollout promote."
+        ),
+    )
+    analysis: Analysis | None = Field(
+        default=None,
+        description="This step's analysis (replaces strategy.analysis for the step).",
     )
 
 
@@ -175,6 +369,10 @@ class Strategy(KyklosModel):
         min_length=1,
         max_length=20,
         description="Canary steps with strictly increasing weights; promoted after the last step.",
+    )
+    analysis: Analysis | None = Field(
+        default=None,
+        description="Canary analysis at the end of every step's pause (a step may replace it).",
     )
 
     @model_validator(mode="after")
@@ -217,6 +415,20 @@ class ModelDeploymentSpec(KyklosModel):
         le=1000,
         description="A canary container restarting more often than this is a crash loop.",
     )
+    observability: Observability = Field(
+        default_factory=Observability,
+        description="The serving proxy sidecar: metrics and request logs.",
+    )
+
+
+class ManualAction(KyklosModel):
+    """A manual rollout action the controller carried out."""
+
+    action: RolloutAction = Field(description="promote, abort, pause or resume.")
+    time: datetime | None = Field(default=None, description="When it was requested.")
+    user: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None, description="Who asked: the field manager that set the annotation."
+    )
 
 
 class RolloutRecord(KyklosModel):
@@ -232,6 +444,47 @@ class RolloutRecord(KyklosModel):
     message: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
         default=None, description="Why it ended this way."
     )
+    actions: list[ManualAction] | None = Field(
+        default=None, max_length=MAX_ACTIONS, description="Manual actions during this rollout."
+    )
+
+
+class AnalysisSamples(KyklosModel):
+    """Requests analysed per revision."""
+
+    canary: int = Field(default=0, ge=0, description="Requests the canary answered.")
+    stable: int = Field(default=0, ge=0, description="Requests the stable answered.")
+
+
+class CheckResult(KyklosModel):
+    """One check of an analysis."""
+
+    name: Annotated[str, StringConstraints(max_length=128)] = Field(description="The check.")
+    value: float | None = Field(default=None, description="The measured value.")
+    limit: float | None = Field(default=None, description="The limit it was judged against.")
+    verdict: Verdict = Field(description="Pass, Fail or Inconclusive.")
+    message: Annotated[str, StringConstraints(max_length=512)] | None = Field(
+        default=None, description="Why (for Fail and Inconclusive)."
+    )
+
+
+class AnalysisRecord(KyklosModel):
+    """The analysis of one canary step."""
+
+    step: int = Field(ge=0, description="The canary step (0-based).")
+    revision: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="The canary revision analysed."
+    )
+    start_time: datetime | None = Field(default=None, description="Start of the window.")
+    end_time: datetime | None = Field(default=None, description="End of the window.")
+    samples: AnalysisSamples | None = Field(default=None, description="Requests per revision.")
+    checks: list[CheckResult] | None = Field(
+        default=None, max_length=32, description="Every check and its verdict."
+    )
+    verdict: Verdict = Field(description="Pass, Fail or Inconclusive.")
+    message: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        default=None, description="Summary, or the cause of an Inconclusive verdict."
+    )
 
 
 class ModelDeploymentStatus(KyklosModel):
@@ -241,7 +494,8 @@ class ModelDeploymentStatus(KyklosModel):
         default=None, description="The .metadata.generation this status describes."
     )
     phase: DeploymentPhase | None = Field(
-        default=None, description="Pending, Progressing, Available, Degraded or RolledBack."
+        default=None,
+        description="Pending, Progressing, Paused, Available, Degraded or RolledBack.",
     )
     stable_model: str | None = Field(default=None, description="Model served by <name>-stable.")
     canary_model: str | None = Field(
@@ -267,6 +521,16 @@ class ModelDeploymentStatus(KyklosModel):
     url: str | None = Field(default=None, description="In-cluster URL of the Service.")
     history: list[RolloutRecord] | None = Field(
         default=None, max_length=MAX_HISTORY, description="The last 10 rollouts."
+    )
+    analysis: list[AnalysisRecord] | None = Field(
+        default=None, max_length=MAX_ANALYSES, description="Canary analyses, newest last."
+    )
+    paused: bool | None = Field(
+        default=None, description="The canary is paused (kyklos rollout pause, or an analysis)."
+    )
+    handled_action: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None,
+        description="The last kyklos.io/rollout-action annotation value carried out.",
     )
     conditions: Conditions | None = Field(
         default=None, description="Ready, Progressing and Degraded."

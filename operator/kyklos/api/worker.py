@@ -27,34 +27,54 @@ class _ArgvParser(argparse.ArgumentParser):
         raise WorkerArgsError(f"{self.prog}: {message}")
 
 
-class WorkerArgs(BaseModel):
-    """Base of every worker's arguments: ``--flag value`` pairs named after the fields."""
+class FlagsModel(BaseModel):
+    """Arguments of a Kyklos program as ``--flag value`` pairs named after the fields.
 
-    model_config = ConfigDict(extra="forbid")
+    The operator builds them (:meth:`to_flags`) into a pod; the program parses them back
+    (:meth:`from_flags`) into the same model, which validates the values.
+    """
 
-    #: The subcommand (``kyklos worker <COMMAND> ...``).
-    COMMAND: ClassVar[str] = ""
+    #: The program, for error messages (``kyklos proxy``, ``kyklos worker drift``).
+    PROG: ClassVar[str] = "kyklos"
 
     @staticmethod
     def _flag(field: str) -> str:
         return "--" + field.replace("_", "-")
 
-    def to_argv(self) -> list[str]:
-        """``[COMMAND, --flag, value, ...]`` as the worker container's args."""
-        out = [self.COMMAND]
+    def to_flags(self) -> list[str]:
+        """``[--flag, value, ...]``; unset (None) fields are left out."""
+        out: list[str] = []
         for key, value in self.model_dump(mode="json").items():
             if value is not None:
                 out += [self._flag(key), str(value)]
         return out
 
     @classmethod
-    def from_argv(cls, argv: Sequence[str]) -> Self:
-        """Parse what :meth:`to_argv` produced (without the COMMAND); values are validated."""
-        parser = _ArgvParser(prog=f"kyklos worker {cls.COMMAND}", add_help=False)
+    def from_flags(cls, argv: Sequence[str]) -> Self:
+        """Parse what :meth:`to_flags` produced; a missing or unknown flag is named."""
+        parser = _ArgvParser(prog=cls.PROG, add_help=False)
         for key, info in cls.model_fields.items():
             parser.add_argument(cls._flag(key), dest=key, required=info.is_required())
         values = {k: v for k, v in vars(parser.parse_args(list(argv))).items() if v is not None}
         return cls.model_validate(values)
+
+
+class WorkerArgs(FlagsModel):
+    """Base of every worker's arguments (``kyklos worker <COMMAND> --flag value ...``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The subcommand (``kyklos worker <COMMAND> ...``).
+    COMMAND: ClassVar[str] = ""
+
+    def to_argv(self) -> list[str]:
+        """``[COMMAND, --flag, value, ...]`` as the worker container's args."""
+        return [self.COMMAND, *self.to_flags()]
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> Self:
+        """Parse what :meth:`to_argv` produced (without the COMMAND); values are validated."""
+        return cls.from_flags(argv)
 
 
 class _DataWorkerArgs(WorkerArgs):
@@ -72,12 +92,14 @@ class ProfileArgs(_DataWorkerArgs):
     """``kyklos worker profile``: validate, version and profile a Dataset source."""
 
     COMMAND: ClassVar[str] = "profile"
+    PROG: ClassVar[str] = "kyklos worker profile"
 
 
 class DriftArgs(_DataWorkerArgs):
     """``kyklos worker drift``: compare current data with a Dataset's reference."""
 
     COMMAND: ClassVar[str] = "drift"
+    PROG: ClassVar[str] = "kyklos worker drift"
 
     reference_profile: str
     reference_sample: str

@@ -36,9 +36,13 @@ from kyklos.api.common import API_VERSION, ConditionStatus, ConditionType, Reaso
 from kyklos.api.deployment import ModelDeploymentSpec
 from kyklos.controllers import client, config, metrics
 from kyklos.controllers.status import emit
+from kyklos.logic import analysis as canary_analysis
 from kyklos.logic import rollout
 from kyklos.logic.conditions import get_condition, set_condition, status_patch
+from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.naming import COMPONENT, MANAGED_BY, child_name, label_value, owner_label
+from kyklos.logic.serving import ProxyImage
+from kyklos.logic.workerjob import build_worker_job
 
 log = logging.getLogger("kyklos.deployment")
 
@@ -47,6 +51,7 @@ GROUP, VERSION = API_VERSION.split("/")
 OWNER_LABEL = owner_label(KIND)
 CHILDREN: dict[str, Any] = {MANAGED_BY: "kyklos", OWNER_LABEL: kopf.PRESENT}
 CANARY_PODS: dict[str, Any] = {**CHILDREN, COMPONENT: rollout.CANARY}
+ANALYSIS: dict[str, Any] = {**CHILDREN, COMPONENT: canary_analysis.ANALYSIS_COMPONENT}
 #: Retry after a failed reconcile (and nothing else happens).
 RETRY_SECONDS = 30.0
 #: A remembered write is trusted this long at most (a watch lags by far less; an object
@@ -134,7 +139,40 @@ def md_canary_pods(
     }
 
 
+@kopf.index("batch", "v1", "jobs", labels=ANALYSIS)
+def md_analysis_jobs(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, Any]:
+    """Analysis Jobs by owner: name and status."""
+    return {
+        (namespace or "", labels[OWNER_LABEL]): {
+            "metadata": {"name": body["metadata"]["name"]},
+            "status": copy.deepcopy(dict(body.get("status") or {})),
+        }
+    }
+
+
+@kopf.index("", "v1", "pods", labels=ANALYSIS)
+def md_analysis_pods(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, Any]:
+    """Analysis pods by owner: their Job and what they left in the termination message."""
+    return {
+        (namespace or "", labels[OWNER_LABEL]): {
+            "metadata": {"labels": dict(labels)},
+            "status": {
+                "phase": (body.get("status") or {}).get("phase"),
+                "containerStatuses": copy.deepcopy(
+                    list((body.get("status") or {}).get("containerStatuses") or [])
+                ),
+            },
+        }
+    }
+
+
 INDEX_NAMES = (
+    "md_analysis_jobs",
+    "md_analysis_pods",
     "md_bodies",
     "md_by_training_job",
     "md_training_jobs",
@@ -352,7 +390,29 @@ def _observed(key: Key, namespace: str, name: str) -> rollout.Observed:
         stable=_fresh("Deployment", namespace, stable, deployments.get(stable)),
         canary=_fresh("Deployment", namespace, canary, deployments.get(canary)),
         canary_pods=indexes.items("md_canary_pods", key),
+        analysis_results=_analysis_results(key),
     )
+
+
+def _analysis_results(key: Key) -> dict[str, rollout.AnalysisJobResult]:
+    """Finished analysis Jobs: their summary, or why they left none."""
+    pods = indexes.items("md_analysis_pods", key)
+    out: dict[str, rollout.AnalysisJobResult] = {}
+    for job in indexes.items("md_analysis_jobs", key):
+        name = job["metadata"]["name"]
+        own = [p for p in pods if (p["metadata"]["labels"] or {}).get("job-name") == name]
+        message = latest_message(own)
+        state = observe_job(job)
+        if message is not None:
+            out[name] = rollout.AnalysisJobResult(message=message)
+        elif state.state == JobState.FAILED:
+            out[name] = rollout.AnalysisJobResult(
+                failure=f"{state.reason}: {state.message}".strip(": ")
+            )
+        elif state.state == JobState.SUCCEEDED:
+            # Succeeded, but its pod (and message) not indexed yet: wait for the pod event.
+            continue
+    return out
 
 
 def _reconcile(key: Key, body: Mapping[str, Any]) -> float | None:
@@ -379,6 +439,8 @@ def _reconcile(key: Key, body: Mapping[str, Any]) -> float | None:
         name=name,
         namespace=namespace,
         generation=meta.get("generation"),
+        artifacts_uri=config.current().artifacts_uri,
+        request=canary_analysis.requested_action(meta),
     )
     if _write_status(key, body, stored, decision.status):
         _report(body, decision)
@@ -392,6 +454,8 @@ def _report(body: Mapping[str, Any], decision: rollout.Decision) -> None:
     for event in decision.events:
         log.info("ModelDeployment %s/%s: %s", namespace, body["metadata"]["name"], event.message)
         emit(body, event.reason, event.message, warning=event.warning)
+    for verdict in decision.verdicts:
+        metrics.CANARY_ANALYSES.labels(namespace, verdict).inc()
     for metric in decision.metrics:
         metrics.ROLLOUTS.labels(namespace, metric.event).inc()
         if metric.seconds is not None:
@@ -430,12 +494,20 @@ def _act(
 ) -> None:
     """Make the children match the decision (only what differs from the indexed copies)."""
     namespace = body["metadata"]["namespace"]
-    pvc_root = config.current().pvc_root
+    cfg = config.current()
+    pvc_root = cfg.pvc_root
+    proxy = ProxyImage(cfg.worker_image, cfg.artifacts_uri, cfg.pvc_root)
     services = indexes.items("md_services", key)
     _ensure(client.SERVICES, rollout.build_service(body, spec), services[0] if services else None)
     if decision.stable_model is not None:
         stable = rollout.build_serving_deployment(
-            body, spec, rollout.STABLE, decision.stable_model, decision.stable_replicas, pvc_root
+            body,
+            spec,
+            rollout.STABLE,
+            decision.stable_model,
+            decision.stable_replicas,
+            pvc_root,
+            proxy,
         )
         _ensure(client.DEPLOYMENTS, stable, observed.stable)
     elif (
@@ -456,7 +528,13 @@ def _act(
             _remember("Deployment", namespace, stable_name, patched, _rv(patched))
     if decision.canary is not None:
         canary = rollout.build_serving_deployment(
-            body, spec, rollout.CANARY, decision.canary.model, decision.canary.replicas, pvc_root
+            body,
+            spec,
+            rollout.CANARY,
+            decision.canary.model,
+            decision.canary.replicas,
+            pvc_root,
+            proxy,
         )
         _ensure(client.DEPLOYMENTS, canary, observed.canary)
     elif observed.canary is not None:
@@ -465,12 +543,38 @@ def _act(
         scaled = client.patch(client.DEPLOYMENTS, namespace, canary_name, {"spec": {"replicas": 0}})
         client.delete(client.DEPLOYMENTS, namespace, canary_name)
         _remember("Deployment", namespace, canary_name, None, _rv(scaled or observed.canary))
+    _ensure_analysis_job(key, body, decision)
     hpas = indexes.items("md_hpas", key)
     hpa = rollout.build_hpa(body, spec) if decision.autoscale else None
     if hpa is not None:
         _ensure(client.HPAS, hpa, hpas[0] if hpas else None)
     elif hpas:
         client.delete(client.HPAS, namespace, hpas[0]["metadata"]["name"])
+
+
+def _ensure_analysis_job(key: Key, body: Mapping[str, Any], decision: rollout.Decision) -> None:
+    """Create the analysis Job the decision asks for (finished ones expire by TTL)."""
+    plan = decision.analysis_job
+    if plan is None:
+        return
+    meta = body["metadata"]
+    if any(j["metadata"]["name"] == plan.name for j in indexes.items("md_analysis_jobs", key)):
+        return
+    if client.get(client.JOBS, meta["namespace"], plan.name) is not None:
+        return  # created a moment ago; the index has not caught up
+    owner = {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta}
+    job = build_worker_job(
+        owner,
+        job_name=plan.name,
+        component=canary_analysis.ANALYSIS_COMPONENT,
+        worker_args=["analyze", *plan.args],
+        config=config.worker_config(),
+        active_deadline_seconds=canary_analysis.ANALYSIS_DEADLINE_SECONDS,
+    )
+    job["spec"]["ttlSecondsAfterFinished"] = canary_analysis.ANALYSIS_TTL_SECONDS
+    client.create(client.JOBS, meta["namespace"], job)
+    metrics.CHILDREN_CREATED.labels(KIND, "Job").inc()
+    log.info("ModelDeployment %s/%s: analysis Job %s created", *key, plan.name)
 
 
 def _invalid(
@@ -545,6 +649,18 @@ def md_hpa_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> N
 @kopf.on.event("", "v1", "pods", labels=CANARY_PODS)
 def md_canary_pod_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
     """A canary pod changed (restarts): reconcile its owner."""
+    _reconcile_owners([(namespace or "", labels[OWNER_LABEL])], kwargs)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=ANALYSIS)
+def md_analysis_job_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    """An analysis Job changed: reconcile its owner."""
+    _reconcile_owners([(namespace or "", labels[OWNER_LABEL])], kwargs)
+
+
+@kopf.on.event("", "v1", "pods", labels=ANALYSIS)
+def md_analysis_pod_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    """An analysis pod changed (its termination message): reconcile its owner."""
     _reconcile_owners([(namespace or "", labels[OWNER_LABEL])], kwargs)
 
 

@@ -66,6 +66,11 @@ DRIFT_CHECKS = Counter(
     "kyklos_drift_checks_total", "Drift checks run, by outcome.", ["namespace", "outcome"]
 )
 DRIFT_TRIPS = Counter("kyklos_drift_trips_total", "Drift trips (rising edges).", ["namespace"])
+CANARY_ANALYSES = Counter(
+    "kyklos_canary_analysis_total",
+    "Canary analyses by verdict (Pass, Fail, Inconclusive).",
+    ["namespace", "verdict"],
+)
 RETRAINS = Counter(
     "kyklos_retrains_total", "Retrainings triggered and their outcomes.", ["namespace", "event"]
 )

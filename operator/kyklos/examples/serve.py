@@ -9,6 +9,14 @@ Loads the model JSON at ``KYKLOS_MODEL_URI`` (``file://``, ``pvc://<claim>/<path
   (or a bare list of rows) -> ``{"probabilities": [...], "predictions": [0|1, ...]}``;
   400 with ``{"error": ...}`` naming the row/field for bad input.
 
+Port: ``--port``, else ``KYKLOS_SERVER_PORT`` (set by Kyklos when its proxy sidecar
+listens on the Service port in front of the server), else ``PORT``, else 8080.
+
+Misbehaviour for canary-analysis stories and walkthroughs (environment, default off):
+``KYKLOS_EXAMPLE_ERROR_RATE`` (0-1: that share of /predict requests answers 500,
+deterministically every n-th), ``KYKLOS_EXAMPLE_DELAY_SECONDS`` (added to every /predict),
+``KYKLOS_EXAMPLE_CONSTANT_PREDICTION`` (every prediction is this class).
+
 A model that cannot be loaded is a crash (exit 1, one line on stderr): the pod never
 becomes Ready, and a ModelDeployment's canary is rolled back.
 
@@ -27,6 +35,8 @@ import signal
 import socket
 import sys
 import threading
+import time
+from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,14 +47,46 @@ from kyklos.examples.uris import UriError, model_file
 MAX_BODY = 1 << 20
 
 
+class Faults:
+    """Deliberate misbehaviour (see the module docstring), read from the environment."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.error_rate = float(env.get("KYKLOS_EXAMPLE_ERROR_RATE") or 0)
+        self.delay = float(env.get("KYKLOS_EXAMPLE_DELAY_SECONDS") or 0)
+        constant = env.get("KYKLOS_EXAMPLE_CONSTANT_PREDICTION")
+        self.constant = int(constant) if constant not in (None, "") else None
+        self._count = 0
+        self._errors = 0
+        self._lock = threading.Lock()
+
+    def should_fail(self) -> bool:
+        """Whether this request fails: exactly ``error_rate`` of requests so far, spread out."""
+        if self.error_rate <= 0:
+            return False
+        with self._lock:
+            self._count += 1
+            if self._errors < int(self._count * self.error_rate):
+                self._errors += 1
+                return True
+            return False
+
+
 class ModelServer(ThreadingHTTPServer):
     """An HTTP server holding one loaded model."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], model: Model, version: str) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        model: Model,
+        version: str,
+        faults: Faults | None = None,
+    ) -> None:
         self.model = model
         self.version = version
+        self.faults = faults or Faults()
         super().__init__(address, Handler)
 
     def server_bind(self) -> None:
@@ -82,6 +124,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/predict":
             self._reply(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}"})
             return
+        faults = self.server.faults
+        if faults.delay:
+            time.sleep(faults.delay)
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -101,11 +146,17 @@ class Handler(BaseHTTPRequestHandler):
         except DataError as exc:
             self._reply(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             return
+        if faults.should_fail():
+            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "injected failure"})
+            return
+        predictions = [int(p >= 0.5) for p in probabilities]
+        if faults.constant is not None:
+            predictions = [faults.constant] * len(predictions)
         self._reply(
             HTTPStatus.OK,
             {
                 "probabilities": [round(p, 6) for p in probabilities],
-                "predictions": [int(p >= 0.5) for p in probabilities],
+                "predictions": predictions,
                 "version": self.server.version,
             },
         )
@@ -132,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     """Load the model, then serve until SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m kyklos.examples.serve")
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    default_port = os.environ.get("KYKLOS_SERVER_PORT") or os.environ.get("PORT") or "8080"
+    parser.add_argument("--port", type=int, default=int(default_port))
     args = parser.parse_args(argv)
     uri = os.environ.get("KYKLOS_MODEL_URI", "")
     try:

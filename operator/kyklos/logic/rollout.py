@@ -45,6 +45,15 @@ selects both Deployments.
   scaled to zero and deleted, ``failedModel`` records the model (it is not retried), phase
   RolledBack, Warning Event RolledBack naming the model and cause. The stable Deployment
   is not touched. Without ``autoRollback`` the canary is left running, phase Degraded.
+- With ``strategy.analysis`` (or a step's own), a held step is judged before it advances
+  (``kyklos.logic.analysis``): once the last request-log flush of the window
+  ``[stepStartTime + pause - window, stepStartTime + pause]`` is written, one analysis Job
+  per (revision, step, window) runs; its verdict is appended to ``status.analysis`` and
+  Pass advances, Fail follows ``onFailure`` (Rollback as above, or Pause), Inconclusive
+  ``onInconclusive``. A paused canary (``status.paused``) and a ``pause: manual`` step have
+  phase Paused and wait for ``kyklos rollout promote|resume|abort`` (the
+  ``kyklos.io/rollout-action`` annotation, each value carried out once and recorded in the
+  rollout's ``history[].actions``). Abort rolls back even without ``autoRollback``.
 - A model changed mid-canary restarts the canary at step 0 with the newest model (the old
   rollout's history outcome: Superseded; Event CanaryRestarted). Changed back to the stable
   model, the canary is removed (Superseded).
@@ -80,21 +89,30 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from kyklos.api.common import ConditionStatus, ConditionType, Reason
 from kyklos.api.deployment import (
+    MANUAL_PAUSE,
+    MAX_ACTIONS,
+    MAX_ANALYSES,
     MAX_HISTORY,
+    Analysis,
     DeploymentPhase,
     ModelDeploymentSpec,
     ModelSource,
     RolloutOutcome,
     StrategyType,
+    Verdict,
 )
+from kyklos.api.serving import AnalysisSummary, AnalyzeArgs
+from kyklos.logic import analysis as canary_analysis
+from kyklos.logic.analysis import AnalysisJobPlan, RequestedAction
 from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import duration_seconds
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
+from kyklos.logic.serving import ProxyImage, add_proxy_sidecar
 from kyklos.logic.workerjob import WORKER_UID, claim_of, volume_name
 
 KIND = "ModelDeployment"
@@ -288,10 +306,13 @@ def build_serving_deployment(
     model: ResolvedModel,
     replicas: int | None,
     pvc_root: str,
+    proxy: ProxyImage | None = None,
 ) -> dict[str, Any]:
     """The ``<name>-stable`` or ``<name>-canary`` Deployment serving ``model``.
 
-    ``replicas`` None leaves the count to the HPA (the field is then not managed).
+    ``replicas`` None leaves the count to the HPA (the field is then not managed). With
+    ``proxy`` and ``spec.observability.proxy``, the pods run ``kyklos proxy`` in front of
+    the server (``kyklos.logic.serving``).
     """
     name = owner["metadata"]["name"]
     runtime = spec.runtime
@@ -380,12 +401,15 @@ def build_serving_deployment(
         deployment_spec = {"replicas": replicas, **deployment_spec}
     metadata = _owner_meta(owner, child_name(name, component), component)
     metadata["annotations"] = annotations
-    return {
+    deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata,
         "spec": deployment_spec,
     }
+    if proxy is not None and spec.observability.proxy:
+        add_proxy_sidecar(deployment, owner, spec, component, rev, proxy)
+    return deployment
 
 
 def build_service(owner: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any]:
@@ -454,6 +478,17 @@ class Observed:
     stable: Mapping[str, Any] | None = None
     canary: Mapping[str, Any] | None = None
     canary_pods: Sequence[Mapping[str, Any]] = ()
+    #: Analysis Jobs by name: their termination message (None while running), or a
+    #: failure when the Job ended without one.
+    analysis_results: Mapping[str, AnalysisJobResult] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnalysisJobResult:
+    """What an analysis Job left: its summary text, or why it has none (None: running)."""
+
+    message: str | None = None
+    failure: str | None = None
 
 
 def ready_replicas(deployment: Mapping[str, Any] | None) -> int:
@@ -550,6 +585,10 @@ class Decision:
     metrics: list[RolloutMetric] = field(default_factory=list)
     #: Reconcile again after this many seconds even if nothing changes (pause, deadline).
     requeue_after: float | None = None
+    #: The analysis Job to run (None: no analysis Job must exist).
+    analysis_job: AnalysisJobPlan | None = None
+    #: Verdicts recorded by this decision (for kyklos_canary_analysis_total).
+    verdicts: list[str] = field(default_factory=list)
 
     @property
     def phase(self) -> str:
@@ -696,9 +735,20 @@ def decide(
     name: str,
     namespace: str,
     generation: int | None,
+    artifacts_uri: str = "",
+    request: RequestedAction | None = None,
 ) -> Decision:
-    """The rollout state machine: (spec, model, observed children, status, now) -> decision."""
-    return _Rollout(spec, model, observed, status or {}, now, name, namespace, generation).run()
+    """The rollout state machine: (spec, model, observed children, status, now) -> decision.
+
+    ``artifacts_uri`` is where the proxies write request logs (for analysis Jobs);
+    ``request`` a manual action asked for by annotation (``logic.analysis.requested_action``).
+    """
+    machine = _Rollout(spec, model, observed, status or {}, now, name, namespace, generation)
+    machine.artifacts_uri = artifacts_uri
+    # Each annotation value is carried out once: the last one done is in status.
+    if request is not None and request.value != (status or {}).get("handledAction"):
+        machine.request = request
+    return machine.run()
 
 
 class _Rollout:
@@ -743,6 +793,16 @@ class _Rollout:
             "url": service_url(name, namespace, spec.runtime.port),
         }
         self.deadline = float(spec.progress_deadline_seconds)
+        self.name = name
+        self.namespace = namespace
+        self.artifacts_uri = ""
+        self.request: RequestedAction | None = None
+        self._requester: str | None = None
+        self.analysis_job: AnalysisJobPlan | None = None
+        self.verdicts: list[str] = []
+        self.status["analysis"] = status.get("analysis")
+        self.status["handledAction"] = status.get("handledAction")
+        self.status["paused"] = None
 
     # -- helpers
 
@@ -789,6 +849,8 @@ class _Rollout:
             events=self.events,
             metrics=self.metrics,
             requeue_after=None if requeue is None else max(requeue, 0.0),
+            analysis_job=self.analysis_job,
+            verdicts=self.verdicts,
         )
 
     def _supersede_canary(self, why: str) -> None:
@@ -821,6 +883,19 @@ class _Rollout:
     # -- the machine
 
     def run(self) -> Decision:
+        decision = self._run()
+        if self.request is not None:  # asked for while no canary ran: nothing to do
+            self.status["handledAction"] = self.request.value
+            decision.events.append(
+                Event(
+                    Reason.ROLLOUT_ACTION,
+                    f"rollout {self.request.action} ignored: no canary is running",
+                    warning=True,
+                )
+            )
+        return decision
+
+    def _run(self) -> Decision:
         model = self.model
         if isinstance(model, ModelNotReady):
             return self._pending(model)
@@ -1065,8 +1140,22 @@ class _Rollout:
                 f"(maxCanaryRestarts={self.spec.max_canary_restarts})",
                 want,
             )
+        action = self._take_request(model)
+        if action == "abort":
+            return self._canary_failed(
+                model,
+                Reason.ABORTED,
+                f"canary of model {model.uri} aborted by {self._who()}",
+                want,
+                force=True,
+            )
+        paused = bool(self.prev.get("paused")) and same
+        if action == "pause":
+            paused = True
         canary = self.observed.canary
         ready = rolled_out(canary, want) and self.canary_rev == self.revision
+        if not ready and action == "promote":
+            ready = True  # asked for: the step ends now, ready or not
         if not ready:
             remaining = self._remaining()
             if remaining <= 0:
@@ -1088,7 +1177,32 @@ class _Rollout:
                 requeue=remaining,
             )
         ready_since = self.prev.get("stepStartTime") if same and stored_step == step else None
+        if action == "resume":
+            paused = False
+            ready_since = None  # the step holds (and is analysed) again from now
         ready_since = ready_since or rfc3339(self.now)
+        if action == "promote":
+            return self._advance(model, step, want, ready_since, f"promoted by {self._who()}")
+        if paused:
+            self.status.update(paused=True, stepStartTime=ready_since)
+            return self._finish(
+                DeploymentPhase.PAUSED,
+                Reason.PAUSED,
+                f"canary of model {model.uri} paused at step {step} ({weight}%)"
+                f"{self._pause_cause(step)}; kyklos rollout resume|promote|abort",
+                stable=None,
+                canary=CanaryPlan(model, want),
+            )
+        if steps[step].pause == MANUAL_PAUSE:
+            self.status["stepStartTime"] = ready_since
+            return self._finish(
+                DeploymentPhase.PAUSED,
+                Reason.AWAITING_PROMOTION,
+                f"canary of model {model.uri} at step {step} ({weight}%) is Ready; waiting for "
+                "kyklos rollout promote (pause: manual)",
+                stable=None,
+                canary=CanaryPlan(model, want),
+            )
         pause = duration_seconds(steps[step].pause, f"strategy.steps[{step}].pause")
         held = _seconds_since(ready_since, self.now) or 0.0
         if held < pause:
@@ -1102,6 +1216,23 @@ class _Rollout:
                 canary=CanaryPlan(model, want),
                 requeue=pause - held,
             )
+        check = canary_analysis.effective_analysis(self.spec.strategy, step)
+        if check is not None:
+            window_end = _parse_time(ready_since)
+            assert window_end is not None
+            judged = self._analysed(
+                model, step, want, check, window_end + timedelta(seconds=pause), ready_since
+            )
+            if judged is not None:
+                return judged
+        return self._advance(model, step, want, ready_since, None)
+
+    def _advance(
+        self, model: ResolvedModel, step: int, want: int, ready_since: str, why: str | None
+    ) -> Decision:
+        """The step is done: the next step, or promotion after the last one."""
+        steps = self.spec.strategy.steps or []
+        same = self.prev.get("canaryModel") == model.uri
         if step + 1 < len(steps):
             nxt = step + 1
             weight = steps[nxt].weight
@@ -1109,7 +1240,8 @@ class _Rollout:
             self.events.append(
                 Event(
                     Reason.CANARY_STEP,
-                    f"canary of model {model.uri} advanced to step {nxt} ({weight}%)",
+                    f"canary of model {model.uri} advanced to step {nxt} ({weight}%)"
+                    + (f": {why}" if why else ""),
                 )
             )
             return self._finish(
@@ -1131,7 +1263,9 @@ class _Rollout:
             self.events.append(
                 Event(
                     Reason.CANARY_STEP,
-                    f"canary of model {model.uri} passed every step; promoting it to stable",
+                    f"canary of model {model.uri} passed every step; promoting it to stable"
+                    if why is None
+                    else f"canary of model {model.uri} {why}; promoting it to stable",
                 )
             )
         self.status["stepStartTime"] = ready_since
@@ -1144,8 +1278,168 @@ class _Rollout:
             requeue=self.deadline,
         )
 
-    def _canary_failed(self, model: ResolvedModel, cause: str, message: str, want: int) -> Decision:
-        if not self.spec.auto_rollback:
+    # -- manual control and analysis (issue 14)
+
+    def _take_request(self, model: ResolvedModel) -> str | None:
+        """The manual action to carry out now (recorded in history), or None."""
+        request, self.request = self.request, None
+        if request is None:
+            return None
+        self.status["handledAction"] = request.value
+        record = self.history.current(model.uri)
+        if record is not None:
+            entry: dict[str, Any] = {
+                "action": request.action,
+                "time": rfc3339(request.time or self.now),
+            }
+            if request.user:
+                entry["user"] = request.user[:256]
+            record["actions"] = [*(record.get("actions") or []), entry][-MAX_ACTIONS:]
+        self._requester = request.user
+        self.events.append(
+            Event(Reason.ROLLOUT_ACTION, f"rollout {request.action} requested by {self._who()}")
+        )
+        return request.action
+
+    def _who(self) -> str:
+        return self._requester or "an unnamed client"
+
+    def _pause_cause(self, step: int) -> str:
+        records = [
+            r
+            for r in self.status.get("analysis") or []
+            if r.get("step") == step and r.get("revision") == self.revision
+        ]
+        last = records[-1] if records else None
+        if last is not None and last.get("verdict") != Verdict.PASS.value:
+            return f" after analysis verdict {last.get('verdict')} ({last.get('message') or ''})"
+        return ""
+
+    def _analysed(
+        self,
+        model: ResolvedModel,
+        step: int,
+        want: int,
+        check: Analysis,
+        window_end: datetime,
+        ready_since: str,
+    ) -> Decision | None:
+        """The step's analysis: wait, run it, record its verdict, act on it (None: go on)."""
+        rev = str(self.revision)
+        records = [dict(r) for r in self.status.get("analysis") or []]
+        record = next(
+            (
+                r
+                for r in records
+                if r.get("step") == step
+                and r.get("revision") == rev
+                and _parse_time(r.get("endTime")) == window_end
+            ),
+            None,
+        )
+        self.status["stepStartTime"] = ready_since
+        plan = CanaryPlan(model, want)
+        weight = (self.spec.strategy.steps or [])[step].weight
+        if record is None:
+            flush = duration_seconds(
+                self.spec.observability.request_log.flush_interval,
+                "observability.requestLog.flushInterval",
+            )
+            wait = (
+                window_end
+                + timedelta(seconds=flush + canary_analysis.FLUSH_SLACK_SECONDS)
+                - self.now
+            ).total_seconds()
+            if wait > 0:
+                return self._finish(
+                    DeploymentPhase.PROGRESSING,
+                    Reason.ANALYSIS_RUNNING,
+                    f"canary of model {model.uri} at step {step} ({weight}%): waiting "
+                    f"{wait:.0f}s for the last request logs of the analysis window",
+                    canary=plan,
+                    requeue=wait,
+                )
+            job = canary_analysis.analysis_job_name(self.name, rev, step, window_end)
+            summary = self._summary(job)
+            if summary is None:
+                args = AnalyzeArgs(
+                    analysis=check.model_dump_json(by_alias=True, exclude_none=True),
+                    namespace=self.namespace,
+                    name=self.name,
+                    artifacts=self.artifacts_uri,
+                    canary_revision=rev,
+                    stable_revision=self.stable_rev or "",
+                    step=step,
+                    window_end=window_end,
+                    flush_seconds=flush,
+                )
+                self.analysis_job = AnalysisJobPlan(job, args.to_flags())
+                return self._finish(
+                    DeploymentPhase.PROGRESSING,
+                    Reason.ANALYSIS_RUNNING,
+                    f"canary of model {model.uri} at step {step} ({weight}%): analysis Job "
+                    f"{job} is judging the last {check.window}",
+                    canary=plan,
+                    requeue=canary_analysis.ANALYSIS_DEADLINE_SECONDS + 30,
+                )
+            record = summary.to_record(step, rev).model_dump(
+                mode="json", by_alias=True, exclude_none=True
+            )
+            record["endTime"] = rfc3339(window_end)
+            records = [*records, record][-MAX_ANALYSES:]
+            self.status["analysis"] = records
+            verdict = Verdict(record["verdict"])
+            self.verdicts.append(verdict.value)
+            self.events.append(
+                Event(
+                    _VERDICT_REASONS[verdict],
+                    f"analysis of step {step} of model {model.uri}: {verdict.value}: "
+                    f"{record.get('message') or ''}",
+                    warning=verdict != Verdict.PASS,
+                )
+            )
+        verdict = Verdict(record["verdict"])
+        act = canary_analysis.next_action(check, verdict)
+        if act == canary_analysis.NextAction.CONTINUE:
+            return None
+        message = f"analysis of step {step}: {verdict.value}: {record.get('message') or ''}"
+        if act == canary_analysis.NextAction.ROLLBACK:
+            return self._canary_failed(model, _VERDICT_REASONS[verdict], message, want)
+        self.status["paused"] = True
+        return self._finish(
+            DeploymentPhase.PAUSED,
+            Reason.PAUSED,
+            f"canary of model {model.uri} paused at step {step} ({weight}%) after {message}; "
+            "kyklos rollout resume|promote|abort",
+            canary=plan,
+        )
+
+    def _summary(self, job: str) -> AnalysisSummary | None:
+        """The analysis Job's verdict, an Inconclusive one when it left none, or None (running)."""
+        result = self.observed.analysis_results.get(job)
+        if result is None:
+            return None
+        if result.message is not None:
+            try:
+                return AnalysisSummary.parse(result.message)
+            except ValueError as exc:
+                return AnalysisSummary(
+                    ok=False,
+                    verdict=Verdict.INCONCLUSIVE,
+                    message=f"analysis Job {job} left an unreadable result: {str(exc)[:200]}",
+                )
+        if result.failure is not None:
+            return AnalysisSummary(
+                ok=False,
+                verdict=Verdict.INCONCLUSIVE,
+                message=f"analysis Job {job} failed without a verdict: {result.failure}",
+            )
+        return None
+
+    def _canary_failed(
+        self, model: ResolvedModel, cause: str, message: str, want: int, *, force: bool = False
+    ) -> Decision:
+        if not self.spec.auto_rollback and not force:
             if self.prev.get("phase") != DeploymentPhase.DEGRADED:
                 self.events.append(Event(cause, message + " (autoRollback is off)", warning=True))
             self.status["stepStartTime"] = None
@@ -1175,6 +1469,13 @@ class _Rollout:
             stable=None,
             degraded_reason=cause,
         )
+
+
+_VERDICT_REASONS = {
+    Verdict.PASS: Reason.ANALYSIS_PASSED,
+    Verdict.FAIL: Reason.ANALYSIS_FAILED,
+    Verdict.INCONCLUSIVE: Reason.ANALYSIS_INCONCLUSIVE,
+}
 
 
 def canary_weight_of(status: Mapping[str, Any]) -> int:

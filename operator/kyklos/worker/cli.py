@@ -1,4 +1,4 @@
-"""Command line of the data-plane workers: ``kyklos worker profile|drift ...``.
+"""Command line of the data-plane workers: ``kyklos worker profile|drift|analyze ...``.
 
 ``kyklos/cli.py`` forwards ``kyklos worker ...`` here; ``python -m kyklos.worker.cli``
 works too. The contracts of the two subcommands are in ``kyklos.worker.profile`` and
@@ -87,9 +87,47 @@ def _drift(args: DriftArgs) -> int:
     return _report(run.summary, run.exit_code, args.termination_log)
 
 
+def _analyze(argv: Sequence[str]) -> int:
+    """``kyklos worker analyze ...`` (arguments: ``kyklos.api.serving.AnalyzeArgs``)."""
+    from kyklos.api.deployment import Verdict
+    from kyklos.api.serving import AnalysisSummary, AnalyzeArgs
+    from kyklos.worker.analyze import run_analyze
+
+    try:
+        args = AnalyzeArgs.from_argv(argv)
+    except (WorkerArgsError, ValidationError) as err:
+        print(f"error: kyklos worker analyze: {err}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    try:
+        summary = run_analyze(args)
+    except ValidationError as err:
+        summary = AnalysisSummary(ok=False, verdict=Verdict.INCONCLUSIVE, message=spec_error(err))
+    except Exception as err:  # the worker's boundary: one line, not a traceback
+        if os.environ.get("KYKLOS_DEBUG"):
+            raise
+        summary = AnalysisSummary(
+            ok=False,
+            verdict=Verdict.INCONCLUSIVE,
+            message=redact(
+                f"internal error in kyklos worker analyze: {type(err).__name__}: "
+                f"{describe_error(err)}"
+            ),
+        )
+    text = summary.to_termination_message()
+    print(text, flush=True)
+    try:
+        with open(args.termination_log, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        print(f"warning: cannot write {args.termination_log}: {err.strerror}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kyklos worker <command> ...``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "analyze":  # its arguments are a typed model (api.serving)
+        return _analyze(argv[1:])
     command = argv[0] if argv else ""
     if command not in COMMANDS:
         print(f"kyklos worker: unknown command {command!r}; {USAGE}", file=sys.stderr)

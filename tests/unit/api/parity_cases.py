@@ -209,6 +209,38 @@ GOOD = [
         "ModelDeployment",
         {"spec.autoscaling": {"minReplicas": 2.0, "maxReplicas": 3}},
     ),
+    # Canary analysis (issue 14): every check, a manual step, a step override, no proxy.
+    Case(
+        "deployment-canary-analysis",
+        "ModelDeployment",
+        {
+            "spec.strategy.analysis": {
+                "window": "30s",
+                "minSamples": 20,
+                "errorRate": {"maxIncrease": 0.05},
+                "latency": {"p99MaxRatio": 1.5},
+                "predictionDrift": {"method": "js", "threshold": 0.2},
+                "inputDrift": {"method": "psi", "threshold": 0.2, "driftShare": 0.5},
+                "prometheus": {
+                    "address": "http://127.0.0.1:9090",
+                    "queries": [
+                        {
+                            "name": "errors",
+                            "query": 'sum(rate(kyklos_serving_requests_total{revision="{{revision}}",code=~"5.."}[1m]))',
+                            "successCondition": "result < 0.05",
+                        }
+                    ],
+                },
+                "onFailure": "Pause",
+                "onInconclusive": "Continue",
+            },
+            "spec.strategy.steps": [
+                {"weight": 10, "pause": "manual"},
+                {"weight": 50, "pause": "1m", "analysis": {"minSamples": 5}},
+            ],
+            "spec.observability": {"proxy": False, "requestLog": {"sampleRate": 0.1}},
+        },
+    ),
     Case("drift-full", "DriftMonitor"),
     Case(
         "drift-promote-none-without-deployment",
@@ -447,6 +479,64 @@ BAD = [
         "ModelDeployment",
         {"spec.strategy.steps.0.pause": "soon"},
         at="spec.strategy.steps.0.pause",
+    ),
+    Case(
+        "deployment-analysis-min-samples-zero",
+        "ModelDeployment",
+        {"spec.strategy.analysis": {"minSamples": 0}},
+        at="spec.strategy.analysis.minSamples",
+    ),
+    Case(
+        "deployment-analysis-threshold-out-of-range",
+        "ModelDeployment",
+        {"spec.strategy.analysis": {"errorRate": {"maxIncrease": 1.5}}},
+        at="spec.strategy.analysis.errorRate.maxIncrease",
+    ),
+    Case(
+        "deployment-analysis-unknown-drift-method",
+        "ModelDeployment",
+        {"spec.strategy.analysis": {"predictionDrift": {"method": "ks", "threshold": 0.1}}},
+        at="spec.strategy.analysis.predictionDrift.method",
+    ),
+    Case(
+        "deployment-analysis-bad-success-condition",
+        "ModelDeployment",
+        {
+            "spec.strategy.analysis": {
+                "prometheus": {
+                    "address": "http://p:9090",
+                    "queries": [{"name": "q", "query": "up", "successCondition": "result <> 1"}],
+                }
+            }
+        },
+        at="spec.strategy.analysis.prometheus.queries.0.successCondition",
+    ),
+    Case(
+        "deployment-analysis-unknown-query-variable",
+        "ModelDeployment",
+        {
+            "spec.strategy.analysis": {
+                "prometheus": {
+                    "address": "http://p:9090",
+                    "queries": [
+                        {"name": "q", "query": 'up{x="{{pod}}"}', "successCondition": "result > 0"}
+                    ],
+                }
+            }
+        },
+        at="spec.strategy.analysis.prometheus.queries.0.query",
+    ),
+    Case(
+        "deployment-bad-manual-pause",
+        "ModelDeployment",
+        {"spec.strategy.steps": [{"weight": 10, "pause": "manually"}]},
+        at="spec.strategy.steps.0.pause",
+    ),
+    Case(
+        "deployment-sample-rate-above-one",
+        "ModelDeployment",
+        {"spec.observability": {"requestLog": {"sampleRate": 2}}},
+        at="spec.observability.requestLog.sampleRate",
     ),
     Case(
         "deployment-strategy-enum",

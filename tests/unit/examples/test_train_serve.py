@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -226,3 +227,40 @@ def test_evaluate_mode_scores_a_model_on_the_same_held_out_rows(tmp_path: Path) 
     missing = {**evaluate, "KYKLOS_MODEL_URI": f"file://{tmp_path}/nowhere/"}
     assert train.main(missing) == 1
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_server_honours_kyklos_server_port_and_injected_faults(model_uri: str) -> None:
+    """KYKLOS_SERVER_PORT picks the port; the fault variables make it misbehave on purpose."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "KYKLOS_MODEL_URI": model_uri,
+        "KYKLOS_SERVER_PORT": str(port),
+        "PORT": "1",
+        "KYKLOS_EXAMPLE_ERROR_RATE": "0.2",
+        "KYKLOS_EXAMPLE_CONSTANT_PREDICTION": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kyklos.examples.serve", "--host", "127.0.0.1"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert f"127.0.0.1:{port}" in proc.stderr.readline()
+        row = {
+            "tenure_months": 70,
+            "monthly_charges": 40,
+            "support_calls": 0,
+            "contract": "two-year",
+            "payment_method": "credit-card",
+        }
+        answers = [_request(port, "POST", "/predict", {"rows": [row]}) for _ in range(10)]
+        assert [s for s, _ in answers].count(500) == 2
+        assert all(b["predictions"] == [1] for s, b in answers if s == 200)
+    finally:
+        proc.kill()
+        proc.wait()
