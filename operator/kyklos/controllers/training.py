@@ -310,26 +310,16 @@ def _gate_inputs(
 
 
 def _act(obs: training.Observation, decision: training.Decision) -> training.Decision:
-    """Delete, create and patch children; a Job the API server rejects becomes InvalidSpec."""
+    """Delete, create and patch children; a Job the API server rejects is decided again."""
     meta = obs.trainingjob["metadata"]
-    namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+    namespace, name = str(meta["namespace"]), str(meta["name"])
     if decision.delete_job:
         client.delete(client.JOBS, namespace, decision.delete_job)
         _state.created.pop((IDX_JOBS, namespace, name), None)
     if decision.create_job is not None:
-        try:
-            job = client.create(client.JOBS, namespace, decision.create_job)
-        except ApiException as exc:
-            if exc.status not in (400, 422):
-                raise
-            reason = training.describe_rejection(_json(exc.body), str(exc.reason))
-            return training.decide(replace(obs, job_rejection=reason))
-        if not any(r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []):
-            raise RuntimeError(
-                f"Job {job['metadata']['name']} belongs to another object; waiting for it to go"
-            )
-        metrics.CHILDREN_CREATED.labels(KIND, "Job").inc()
-        _state.created[(IDX_JOBS, namespace, name)] = _trim(job, spec_keys=("suspend",))
+        rejection = _create_job(obs, decision.create_job, IDX_JOBS, ("suspend",))
+        if rejection is not None:  # InvalidSpec naming what the API server refused
+            return training.decide(replace(obs, job_rejection=rejection))
     if decision.create_service is not None:
         service = client.create(client.SERVICES, namespace, decision.create_service)
         metrics.CHILDREN_CREATED.labels(KIND, "Service").inc()
@@ -337,29 +327,31 @@ def _act(obs: training.Observation, decision: training.Decision) -> training.Dec
     if decision.patch_job is not None and obs.job is not None:
         client.patch(client.JOBS, namespace, obs.job["metadata"]["name"], decision.patch_job)
     if decision.create_eval_job is not None:
-        return _create_eval_job(obs, decision)
+        rejection = _create_job(obs, decision.create_eval_job, IDX_EVAL_JOBS, ())
+        if rejection is not None:  # an EvaluationFailed verdict naming it
+            return training.decide(replace(obs, eval_job_rejection=rejection))
     return decision
 
 
-def _create_eval_job(obs: training.Observation, decision: training.Decision) -> training.Decision:
-    """Create the evaluation Job; one the API server rejects becomes an EvaluationFailed verdict."""
-    assert decision.create_eval_job is not None
+def _create_job(
+    obs: training.Observation, manifest: dict[str, Any], index: str, spec_keys: tuple[str, ...]
+) -> str | None:
+    """Create a Job of the TrainingJob; why the API server refused it (400/422), else None."""
     meta = obs.trainingjob["metadata"]
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
     try:
-        job = client.create(client.JOBS, namespace, decision.create_eval_job)
+        job = client.create(client.JOBS, namespace, manifest)
     except ApiException as exc:
         if exc.status not in (400, 422):
             raise
-        reason = training.describe_rejection(_json(exc.body), str(exc.reason))
-        return training.decide(replace(obs, eval_job_rejection=reason))
+        return training.describe_rejection(_json(exc.body), str(exc.reason))
     if not any(r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []):
         raise RuntimeError(
             f"Job {job['metadata']['name']} belongs to another object; waiting for it to go"
         )
     metrics.CHILDREN_CREATED.labels(KIND, "Job").inc()
-    _state.created[(IDX_EVAL_JOBS, namespace, name)] = _trim(job, spec_keys=())
-    return decision
+    _state.created[(index, namespace, name)] = _trim(job, spec_keys=spec_keys)
+    return None
 
 
 def _json(text: Any) -> dict[str, Any] | None:
