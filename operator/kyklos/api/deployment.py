@@ -249,6 +249,10 @@ class ModelDeploymentStatus(KyklosModel):
     )
     replicas: int | None = Field(default=None, description="Desired serving replicas.")
     ready_replicas: int | None = Field(default=None, description="Ready replicas, stable+canary.")
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of every serving pod (the scale subresource's, for an HPA).",
+    )
     url: str | None = Field(default=None, description="In-cluster URL of the Service.")
     history: list[RolloutRecord] | None = Field(
         default=None, max_length=MAX_HISTORY, description="The last 10 rollouts."

@@ -266,6 +266,12 @@ def service_url(name: str, namespace: str, port: int) -> str:
     return f"http://{name}.{namespace}.svc:{port}"
 
 
+def serving_selector(name: str) -> str:
+    """The label selector of all serving pods as a string: the scale subresource's
+    ``status.selector``, which an HPA uses to find the pods it averages over."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(name).items()))
+
+
 def _owner_meta(owner: Mapping[str, Any], name: str, component: str | None) -> dict[str, Any]:
     meta = owner["metadata"]
     return {
@@ -741,6 +747,7 @@ class _Rollout:
             "stepStartTime": None,
             "rolloutStartTime": status.get("rolloutStartTime"),
             "url": service_url(name, namespace, spec.runtime.port),
+            "selector": serving_selector(name),
         }
         self.deadline = float(spec.progress_deadline_seconds)
 
@@ -1196,6 +1203,7 @@ __all__ = [
     "build_service",
     "build_serving_deployment",
     "canary_replicas",
+    "serving_selector",
     "decide",
     "deployment_model",
     "label_value",

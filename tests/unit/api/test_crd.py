@@ -145,7 +145,15 @@ def test_names_scope_version_and_subresources(kind: str) -> None:
     assert spec["names"]["categories"] == ["kyklos", "ml"]
     (version,) = spec["versions"]
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
-    assert version["subresources"] == {"status": {}}
+    scale = {
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        }
+    }
+    # Only a ModelDeployment scales (`kubectl scale mdep/x`, an HPA or KEDA on /scale).
+    assert version["subresources"] == {"status": {}, **(scale if kind == "ModelDeployment" else {})}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == COLUMNS[kind]
 
 
