@@ -19,6 +19,7 @@ from kyklos.api.common import (
     StringMap,
     cel_rules,
 )
+from kyklos.api.podtemplate import PodTemplate
 from kyklos.api.training import Arg, ImageRef
 
 MAX_HISTORY = 10
@@ -117,6 +118,13 @@ class Runtime(KyklosModel):
     )
     health_path: Annotated[str, StringConstraints(pattern=r"^/", max_length=1024)] = Field(
         default="/healthz", description="HTTP path of the readiness probe."
+    )
+    template: PodTemplate | None = Field(
+        default=None,
+        description=(
+            "Pod overrides merged onto the serving pods: envFrom, env valueFrom, volumes, "
+            "affinity, tolerations, extended resources, securityContext, ... (Kyklos's env wins)."
+        ),
     )
 
 

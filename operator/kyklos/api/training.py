@@ -18,6 +18,7 @@ from kyklos.api.common import (
     Toleration,
     cel_rules,
 )
+from kyklos.api.podtemplate import PodTemplate
 
 #: Placeholders allowed in output.modelUri.
 MODEL_URI_PLACEHOLDERS = ("namespace", "name", "run")
@@ -122,6 +123,13 @@ class TrainingJobSpec(KyklosModel):
     hyperparameters: StringMap | None = Field(
         default=None,
         description="Passed to the trainer as JSON in KYKLOS_HYPERPARAMETERS (values are strings).",
+    )
+    template: PodTemplate | None = Field(
+        default=None,
+        description=(
+            "Pod overrides merged onto the training pods: envFrom, env valueFrom, volumes, "
+            "affinity, tolerations, extended resources, securityContext, ... (Kyklos's env wins)."
+        ),
     )
     workers: int = Field(
         default=1,

@@ -95,6 +95,7 @@ from kyklos.api.deployment import (
 from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import duration_seconds
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
+from kyklos.logic.podtemplate import apply_pod_template
 from kyklos.logic.workerjob import WORKER_UID, claim_of, volume_name
 
 KIND = "ModelDeployment"
@@ -369,18 +370,22 @@ def build_serving_deployment(
             "type": "RollingUpdate",
             "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
         },
-        "template": {
-            "metadata": {"labels": pod_labels, "annotations": template_annotations},
-            "spec": {
-                "automountServiceAccountToken": False,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "seccompProfile": {"type": "RuntimeDefault"},
+        "template": apply_pod_template(
+            {
+                "metadata": {"labels": pod_labels, "annotations": template_annotations},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
                 },
-                "containers": [container],
-                "volumes": volumes,
             },
-        },
+            runtime.template,
+            CONTAINER,
+        ),
     }
     if replicas is not None:
         deployment_spec = {"replicas": replicas, **deployment_spec}
@@ -1203,9 +1208,9 @@ __all__ = [
     "build_service",
     "build_serving_deployment",
     "canary_replicas",
-    "serving_selector",
     "decide",
     "deployment_model",
     "label_value",
     "resolve_model",
+    "serving_selector",
 ]

@@ -99,6 +99,7 @@ from kyklos.logic.naming import (
     owner_reference,
 )
 from kyklos.logic.pods import PodStuck, first_stuck_pod, held_diagnosis, is_live, with_held_cause
+from kyklos.logic.podtemplate import apply_pod_template
 from kyklos.logic.workerjob import claim_of, volume_name
 
 KIND = "TrainingJob"
@@ -552,7 +553,9 @@ def build_job(
         "parallelism": spec.workers,
         # Kueue admits a queued Job by unsuspending it, so a queued Job starts suspended.
         "suspend": bool(spec.suspend or spec.queue_name),
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": apply_pod_template(
+            {"metadata": {"labels": labels}, "spec": pod_spec}, spec.template, CONTAINER
+        ),
     }
     if spec.workers > 1:
         job_spec["completionMode"] = "Indexed"
