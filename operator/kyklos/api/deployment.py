@@ -14,6 +14,7 @@ from kyklos.api.common import (
     Conditions,
     Duration,
     KyklosModel,
+    LocalObjectReference,
     ObjectName,
     ResourceRequirements,
     StringMap,
@@ -92,6 +93,13 @@ class ModelSource(KyklosModel):
     version: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None,
         description="Version label for the model (KYKLOS_MODEL_VERSION). Default: derived from the URI.",
+    )
+    secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description=(
+            "Secret with the model store's credentials (e.g. AWS_ACCESS_KEY_ID), given only to "
+            "the init container that downloads an s3/gs/http(s) model."
+        ),
     )
 
     @model_validator(mode="after")

@@ -38,6 +38,7 @@ from kyklos.controllers import client, config, metrics
 from kyklos.controllers.status import emit
 from kyklos.logic import rollout
 from kyklos.logic.conditions import get_condition, set_condition, status_patch
+from kyklos.logic.modelfetch import ModelFetcher
 from kyklos.logic.naming import COMPONENT, MANAGED_BY, child_name, label_value, owner_label
 
 log = logging.getLogger("kyklos.deployment")
@@ -430,12 +431,20 @@ def _act(
 ) -> None:
     """Make the children match the decision (only what differs from the indexed copies)."""
     namespace = body["metadata"]["namespace"]
-    pvc_root = config.current().pvc_root
+    cfg = config.current()
+    pvc_root = cfg.pvc_root
+    fetcher = ModelFetcher(cfg.worker_image, cfg.worker_resources, cfg.artifacts_secret)
     services = indexes.items("md_services", key)
     _ensure(client.SERVICES, rollout.build_service(body, spec), services[0] if services else None)
     if decision.stable_model is not None:
         stable = rollout.build_serving_deployment(
-            body, spec, rollout.STABLE, decision.stable_model, decision.stable_replicas, pvc_root
+            body,
+            spec,
+            rollout.STABLE,
+            decision.stable_model,
+            decision.stable_replicas,
+            pvc_root,
+            fetcher=fetcher,
         )
         _ensure(client.DEPLOYMENTS, stable, observed.stable)
     elif (
@@ -456,7 +465,13 @@ def _act(
             _remember("Deployment", namespace, stable_name, patched, _rv(patched))
     if decision.canary is not None:
         canary = rollout.build_serving_deployment(
-            body, spec, rollout.CANARY, decision.canary.model, decision.canary.replicas, pvc_root
+            body,
+            spec,
+            rollout.CANARY,
+            decision.canary.model,
+            decision.canary.replicas,
+            pvc_root,
+            fetcher=fetcher,
         )
         _ensure(client.DEPLOYMENTS, canary, observed.canary)
     elif observed.canary is not None:

@@ -94,6 +94,7 @@ from kyklos.api.deployment import (
 )
 from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import duration_seconds
+from kyklos.logic.modelfetch import ModelFetcher, needs_fetch, with_model_fetch
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
 from kyklos.logic.podtemplate import apply_pod_template
 from kyklos.logic.workerjob import WORKER_UID, claim_of, volume_name
@@ -288,6 +289,21 @@ def selector_labels(owner_name: str, component: str | None = None) -> dict[str, 
     return child_labels(KIND, owner_name, component)
 
 
+def _with_fetch(
+    pod: dict[str, Any],
+    spec: ModelDeploymentSpec,
+    model: ResolvedModel,
+    fetcher: ModelFetcher | None,
+) -> dict[str, Any]:
+    """The pod with the model-download init container when the model lives in a store."""
+    if fetcher is None or not needs_fetch(model.uri):
+        return pod
+    secret = spec.model.secret_ref.name if spec.model.secret_ref else None
+    if secret is None and spec.model.from_training_job:
+        secret = fetcher.artifacts_secret  # the trainer wrote it to the artifact store
+    return with_model_fetch(pod, model.uri, fetcher, CONTAINER, secret)
+
+
 def build_serving_deployment(
     owner: Mapping[str, Any],
     spec: ModelDeploymentSpec,
@@ -295,10 +311,14 @@ def build_serving_deployment(
     model: ResolvedModel,
     replicas: int | None,
     pvc_root: str,
+    *,
+    fetcher: ModelFetcher | None = None,
 ) -> dict[str, Any]:
     """The ``<name>-stable`` or ``<name>-canary`` Deployment serving ``model``.
 
     ``replicas`` None leaves the count to the HPA (the field is then not managed).
+    With a ``fetcher``, an s3/gs/http(s) model is downloaded by an init container
+    (``kyklos.logic.modelfetch``).
     """
     name = owner["metadata"]["name"]
     runtime = spec.runtime
@@ -371,18 +391,23 @@ def build_serving_deployment(
             "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
         },
         "template": apply_pod_template(
-            {
-                "metadata": {"labels": pod_labels, "annotations": template_annotations},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "seccompProfile": {"type": "RuntimeDefault"},
+            _with_fetch(
+                {
+                    "metadata": {"labels": pod_labels, "annotations": template_annotations},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [container],
+                        "volumes": volumes,
                     },
-                    "containers": [container],
-                    "volumes": volumes,
                 },
-            },
+                spec,
+                model,
+                fetcher,
+            ),
             runtime.template,
             CONTAINER,
         ),

@@ -19,9 +19,11 @@ from pydantic import ValidationError
 
 from kyklos.api.dataset import DatasetSpec
 from kyklos.api.drift import DriftMonitorSpec
+from kyklos.api.modelfetch import COMMAND as FETCH_MODEL
 from kyklos.api.reports import DriftErrorReason, DriftSummary, ProfileReason, ProfileSummary
 from kyklos.worker.drift import CurrentInput, run_drift
 from kyklos.worker.exit_status import EXIT_INTERNAL, EXIT_UNREADABLE
+from kyklos.worker.fetch_model import main as fetch_model_main
 from kyklos.worker.io import describe_error, redact
 from kyklos.worker.profile import run_profile
 
@@ -119,7 +121,10 @@ def _drift(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kyklos worker <command> ...``; returns the exit status."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [FETCH_MODEL]:  # its arguments are a typed model (kyklos.api.modelfetch)
+        return fetch_model_main(argv[1:])
+    args = _parser().parse_args(argv)
     try:
         return _profile(args) if args.command == "profile" else _drift(args)
     except Exception as err:  # the worker's boundary: one line, not a traceback
