@@ -174,6 +174,8 @@ class Reason(StrEnum):
     # Dataset and TrainingJob: a child pod that does not start (kyklos.logic.pods)
     POD_UNSCHEDULABLE = "PodUnschedulable"
     POD_START_FAILED = "PodStartFailed"
+    # ModelDeployment: the init container could not download the model (issue 17)
+    MODEL_FETCH_FAILED = "ModelFetchFailed"
 
 
 class Condition(KyklosModel):

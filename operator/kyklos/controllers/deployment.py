@@ -38,7 +38,7 @@ from kyklos.controllers import client, config, metrics
 from kyklos.controllers.status import emit
 from kyklos.logic import rollout
 from kyklos.logic.conditions import get_condition, set_condition, status_patch
-from kyklos.logic.modelfetch import ModelFetcher
+from kyklos.logic.modelfetch import FetchFailure, ModelFetcher, fetch_failure
 from kyklos.logic.naming import COMPONENT, MANAGED_BY, child_name, label_value, owner_label
 
 log = logging.getLogger("kyklos.deployment")
@@ -135,6 +135,17 @@ def md_canary_pods(
     }
 
 
+@kopf.index("", "v1", "pods", labels=CHILDREN)
+def md_fetch_failures(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, Any] | None:
+    """Serving pods whose model download failed: only why, and how often (none otherwise)."""
+    failure = fetch_failure(body, rollout.REVISION_LABEL)
+    if failure is None:
+        return None
+    return {(namespace or "", labels[OWNER_LABEL]): failure.to_index()}
+
+
 INDEX_NAMES = (
     "md_bodies",
     "md_by_training_job",
@@ -143,6 +154,7 @@ INDEX_NAMES = (
     "md_services",
     "md_hpas",
     "md_canary_pods",
+    "md_fetch_failures",
 )
 
 
@@ -353,6 +365,9 @@ def _observed(key: Key, namespace: str, name: str) -> rollout.Observed:
         stable=_fresh("Deployment", namespace, stable, deployments.get(stable)),
         canary=_fresh("Deployment", namespace, canary, deployments.get(canary)),
         canary_pods=indexes.items("md_canary_pods", key),
+        fetch_failures=[
+            FetchFailure.from_index(f) for f in indexes.items("md_fetch_failures", key)
+        ],
     )
 
 
@@ -560,6 +575,16 @@ def md_hpa_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> N
 @kopf.on.event("", "v1", "pods", labels=CANARY_PODS)
 def md_canary_pod_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
     """A canary pod changed (restarts): reconcile its owner."""
+    _reconcile_owners([(namespace or "", labels[OWNER_LABEL])], kwargs)
+
+
+def _fetch_failed(body: kopf.Body, **_: Any) -> bool:
+    return fetch_failure(body, rollout.REVISION_LABEL) is not None
+
+
+@kopf.on.event("", "v1", "pods", labels=CHILDREN, when=_fetch_failed)
+def md_fetch_failure_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    """A serving pod's model download failed (again): reconcile its owner."""
     _reconcile_owners([(namespace or "", labels[OWNER_LABEL])], kwargs)
 
 

@@ -11,7 +11,7 @@ from a TrainingJob) reach only the init container. ``pvc://`` models stay a moun
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,23 +91,48 @@ def with_model_fetch(
     return out
 
 
-def fetch_failure(pods: list[Mapping[str, Any]] | tuple[Mapping[str, Any], ...]) -> str | None:
-    """Why the model fetch failed in one of ``pods`` (naming the store), or None.
+@dataclass(frozen=True)
+class FetchFailure:
+    """A serving pod whose model download failed: why (naming the store), and how often."""
 
-    Read from the init container's termination message (current or last state).
+    revision: str
+    message: str
+    restarts: int
+
+    def to_index(self) -> dict[str, Any]:
+        """The compact form the operator keeps per failing pod."""
+        return {"revision": self.revision, "message": self.message, "restarts": self.restarts}
+
+    @classmethod
+    def from_index(cls, data: Mapping[str, Any]) -> FetchFailure:
+        return cls(str(data["revision"]), str(data["message"]), int(data["restarts"]))
+
+
+def fetch_failure(pod: Mapping[str, Any], revision_label: str) -> FetchFailure | None:
+    """Why the model download of ``pod`` failed, or None (not failed, or no download).
+
+    Read from the init container's termination message, current or last state.
     """
-    for pod in pods:
-        for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
-            if status.get("name") != INIT_CONTAINER:
+    revision = str(((pod.get("metadata") or {}).get("labels") or {}).get(revision_label) or "")
+    for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if status.get("name") != INIT_CONTAINER:
+            continue
+        for state in (status.get("state") or {}, status.get("lastState") or {}):
+            terminated = state.get("terminated") or {}
+            if not terminated or terminated.get("exitCode") in (0, None):
                 continue
-            for state in (status.get("state") or {}, status.get("lastState") or {}):
-                terminated = state.get("terminated") or {}
-                if not terminated or terminated.get("exitCode") in (0, None):
-                    continue
-                summary = ModelFetchSummary.from_termination_message(
-                    str(terminated.get("message") or "")
-                )
-                if summary is not None and summary.message:
-                    return summary.message
-                return f"the model fetch exited with {terminated.get('exitCode')}"
+            summary = ModelFetchSummary.from_termination_message(
+                str(terminated.get("message") or "")
+            )
+            if summary is not None and summary.message:
+                message = summary.message
+            else:
+                message = f"the model download exited with {terminated.get('exitCode')}"
+            return FetchFailure(revision, message, int(status.get("restartCount") or 0))
     return None
+
+
+def failure_of_revision(failures: Iterable[FetchFailure], revision: str) -> FetchFailure | None:
+    """The failure with the most restarts among pods of ``revision``."""
+    mine = [f for f in failures if f.revision == revision]
+    return max(mine, key=lambda f: f.restarts) if mine else None

@@ -94,7 +94,13 @@ from kyklos.api.deployment import (
 )
 from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import duration_seconds
-from kyklos.logic.modelfetch import ModelFetcher, needs_fetch, with_model_fetch
+from kyklos.logic.modelfetch import (
+    FetchFailure,
+    ModelFetcher,
+    failure_of_revision,
+    needs_fetch,
+    with_model_fetch,
+)
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
 from kyklos.logic.podtemplate import apply_pod_template
 from kyklos.logic.workerjob import WORKER_UID, claim_of, volume_name
@@ -490,6 +496,8 @@ class Observed:
     stable: Mapping[str, Any] | None = None
     canary: Mapping[str, Any] | None = None
     canary_pods: Sequence[Mapping[str, Any]] = ()
+    #: serving pods whose model download failed (kyklos.logic.modelfetch)
+    fetch_failures: Sequence[FetchFailure] = ()
 
 
 def ready_replicas(deployment: Mapping[str, Any] | None) -> int:
@@ -943,6 +951,9 @@ class _Rollout:
                 f"serving model {model.uri} ({model.version}) on {ready}/{self.total} ready replicas",
                 stable=model,
             )
+        fetch = failure_of_revision(self.observed.fetch_failures, str(self.revision))
+        if fetch is not None:
+            return self._fetch_failed(model, fetch)
         in_rollout = self.history.current(model.uri) is not None
         if in_rollout and self.status.get("rolloutStartTime") is None:
             self.status["rolloutStartTime"] = rfc3339(self.now)
@@ -981,6 +992,20 @@ class _Rollout:
             Reason.REPLICAS_NOT_READY,
             f"serving model {model.uri}: {ready}/{self.total} replicas ready",
             stable=model,
+        )
+
+    def _fetch_failed(self, model: ResolvedModel, fetch: FetchFailure) -> Decision:
+        """The stable's pods cannot download the model: say which store; the kubelet retries."""
+        message = f"model {model.uri}: {fetch.message}"
+        ready = get_condition(self.prev.get("conditions"), ConditionType.READY) or {}
+        if ready.get("reason") != Reason.MODEL_FETCH_FAILED:
+            self.events.append(Event(Reason.MODEL_FETCH_FAILED, message, warning=True))
+        return self._finish(
+            DeploymentPhase.PROGRESSING,
+            Reason.MODEL_FETCH_FAILED,
+            message,
+            stable=model,
+            requeue=max(self._remaining(), 0.0) or None,
         )
 
     def _promoting(self, model: ResolvedModel) -> Decision:
@@ -1100,6 +1125,14 @@ class _Rollout:
                 Reason.CRASH_LOOP,
                 f"a canary container of model {model.uri} restarted {restarts} times "
                 f"(maxCanaryRestarts={self.spec.max_canary_restarts})",
+                want,
+            )
+        fetch = failure_of_revision(self.observed.fetch_failures, str(self.revision))
+        if fetch is not None and fetch.restarts >= self.spec.max_canary_restarts:
+            return self._canary_failed(
+                model,
+                Reason.MODEL_FETCH_FAILED,
+                f"canary of model {model.uri}: {fetch.message}",
                 want,
             )
         canary = self.observed.canary
