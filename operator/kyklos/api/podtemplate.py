@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from kyklos.api.common import (
     CelRule,
@@ -67,6 +67,18 @@ VolumeName = Annotated[
 ]
 ShortText = Annotated[str, StringConstraints(max_length=1024)]
 KeyName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
+def _must_be_false(value: bool) -> bool:
+    if value:
+        raise ValueError("must be false: Kyklos pods never get host access or privileges")
+    return value
+
+
+#: A boolean that may only be false (a strict bool: 0 is not false on the wire either).
+FalseOnly = Annotated[
+    bool, AfterValidator(_must_be_false), Field(json_schema_extra={"enum": [False]})
+]
 
 
 def reserved_env_name(name: str) -> bool:
@@ -185,7 +197,7 @@ class ContainerSecurityContext(KyklosModel):
     allow_privilege_escalation: bool | None = Field(
         default=None, description="Whether a process may gain more privileges than its parent."
     )
-    privileged: Literal[False] | None = Field(
+    privileged: FalseOnly | None = Field(
         default=None, description="Must be false: Kyklos never runs privileged containers."
     )
     capabilities: Capabilities | None = Field(default=None, description="Capabilities to drop.")
@@ -351,15 +363,15 @@ class PodTemplate(KyklosModel):
         max_length=32,
         description="Extra volumes (Secret, ConfigMap, emptyDir, claim).",
     )
-    host_network: Literal[False] | None = Field(
+    host_network: FalseOnly | None = Field(
         default=None, description="Must be false: Kyklos pods never use the node's network."
     )
-    host_pid: Literal[False] | None = Field(
+    host_pid: FalseOnly | None = Field(
         default=None,
         alias="hostPID",
         description="Must be false: Kyklos pods never share the node's PIDs.",
     )
-    host_ipc: Literal[False] | None = Field(
+    host_ipc: FalseOnly | None = Field(
         default=None,
         alias="hostIPC",
         description="Must be false: Kyklos pods never share the node's IPC.",
