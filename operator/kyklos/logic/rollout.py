@@ -103,6 +103,7 @@ from kyklos.logic.modelfetch import (
 )
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
 from kyklos.logic.podtemplate import apply_pod_template
+from kyklos.logic.redaction import redact
 from kyklos.logic.workerjob import WORKER_UID, claim_of, volume_name
 
 KIND = "ModelDeployment"
@@ -996,7 +997,7 @@ class _Rollout:
 
     def _fetch_failed(self, model: ResolvedModel, fetch: FetchFailure) -> Decision:
         """The stable's pods cannot download the model: say which store; the kubelet retries."""
-        message = f"model {model.uri}: {fetch.message}"
+        message = redact(f"model {model.uri}: {fetch.message}")
         ready = get_condition(self.prev.get("conditions"), ConditionType.READY) or {}
         if ready.get("reason") != Reason.MODEL_FETCH_FAILED:
             self.events.append(Event(Reason.MODEL_FETCH_FAILED, message, warning=True))
@@ -1132,7 +1133,7 @@ class _Rollout:
             return self._canary_failed(
                 model,
                 Reason.MODEL_FETCH_FAILED,
-                f"canary of model {model.uri}: {fetch.message}",
+                redact(f"canary of model {model.uri}: {fetch.message}"),
                 want,
             )
         canary = self.observed.canary
