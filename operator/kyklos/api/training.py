@@ -35,12 +35,28 @@ ImageRef = Annotated[
 Arg = Annotated[str, StringConstraints(max_length=4096)]
 
 # A transition rule on the whole object: the API server evaluates it on every update of the
-# main resource (status updates go through /status, where spec cannot change anyway).
-SPEC_IMMUTABLE_ONCE_STARTED = CelRule(
-    rule="!has(oldSelf.status) || !has(oldSelf.status.startTime) || self.spec == oldSelf.spec",
-    message="spec is immutable once the training has started; create a new TrainingJob to re-run",
-    field_path=".spec",
+# main resource (status updates go through /status, where spec cannot change anyway). Every
+# spec field but `suspend` is compared (a running job may be suspended and resumed); the
+# field list is filled in from TrainingJobSpec below, once the model exists.
+_IMMUTABLE_MESSAGE = (
+    "spec is immutable once the training has started (only suspend may change); "
+    "create a new TrainingJob to re-run"
 )
+#: Spec fields (wire names) a started TrainingJob may still change.
+MUTABLE_ONCE_STARTED = ("suspend",)
+
+
+def _immutable_rule(fields: list[str]) -> CelRule:
+    same = " && ".join(
+        f"has(self.spec.{f}) == has(oldSelf.spec.{f}) && "
+        f"(!has(self.spec.{f}) || self.spec.{f} == oldSelf.spec.{f})"
+        for f in fields
+    )
+    return CelRule(
+        rule=f"!has(oldSelf.status) || !has(oldSelf.status.startTime) || ({same})",
+        message=_IMMUTABLE_MESSAGE,
+        field_path=".spec",
+    )
 
 
 class TrainingPhase(StrEnum):
@@ -50,6 +66,8 @@ class TrainingPhase(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    #: a started training paused with spec.suspend (its Job suspended)
+    SUSPENDED = "Suspended"
 
 
 class Direction(StrEnum):
@@ -155,7 +173,10 @@ class TrainingJobSpec(KyklosModel):
     )
     suspend: bool = Field(
         default=False,
-        description="Create the Job suspended; set to false to start it (before it has started).",
+        description=(
+            "Suspend the Job: before it starts (set to false to start it), or while it runs "
+            "(phase Suspended; its pods stop; false resumes on the same pinned data version)."
+        ),
     )
     queue_name: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = Field(
         default=None, description="Kueue LocalQueue; sets the kueue.x-k8s.io/queue-name label."
@@ -199,6 +220,15 @@ class TrainingJobStatus(KyklosModel):
     conditions: Conditions | None = Field(default=None, description="Ready and ModelAccepted.")
 
 
+SPEC_IMMUTABLE_ONCE_STARTED = _immutable_rule(
+    [
+        str(f.alias)
+        for f in TrainingJobSpec.model_fields.values()
+        if f.alias not in MUTABLE_ONCE_STARTED
+    ]
+)
+
+
 class TrainingJob(KyklosModel):
     """A training run as a Kubernetes Job, with lineage, metrics and an evaluation gate."""
 
@@ -217,5 +247,6 @@ class TrainingJob(KyklosModel):
 def validate_update(old: TrainingJob, new: TrainingJob) -> None:
     """Reject a spec change once training has started (the CRD's transition rule, in Python)."""
     started = old.status is not None and old.status.start_time is not None
-    if started and new.spec != old.spec:
+    mutable = {"suspend"}
+    if started and new.spec.model_dump(exclude=mutable) != old.spec.model_dump(exclude=mutable):
         raise SPEC_IMMUTABLE_ONCE_STARTED.error()

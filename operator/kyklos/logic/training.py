@@ -1113,7 +1113,14 @@ def _with_job(
         build.ready(phase, False, stuck.reason, _stuck_message(current_name, stuck))
     elif state == JobState.SUSPENDED:
         reason, message = _suspended(spec, current_name)
-        build.ready(TrainingPhase.PENDING, False, reason, message)
+        if start:  # paused mid-run: its pods are stopped, resuming keeps the pinned data
+            message = (
+                f"Job {current_name} is suspended while running (spec.suspend); set it to "
+                f"false to resume on dataset version {build.status.get('datasetVersion')}"
+            )
+        build.ready(
+            TrainingPhase.SUSPENDED if start else TrainingPhase.PENDING, False, reason, message
+        )
     elif state == JobState.PENDING:
         before = get_condition(stored.get("conditions"), ConditionType.READY) or {}
         if before.get("reason") in (Reason.JOB_CREATED, Reason.JOB_RECREATED):
