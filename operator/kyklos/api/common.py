@@ -176,6 +176,8 @@ class Reason(StrEnum):
     POD_START_FAILED = "PodStartFailed"
     # ModelDeployment: the init container could not download the model (issue 17)
     MODEL_FETCH_FAILED = "ModelFetchFailed"
+    # TrainingJob: a failed worker restarted the whole group (issue 17)
+    GANG_RESTART = "GangRestart"
 
 
 class Condition(KyklosModel):

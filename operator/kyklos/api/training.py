@@ -112,6 +112,22 @@ class Evaluation(KyklosModel):
     )
 
 
+class FailurePolicy(KyklosModel):
+    """What happens when a worker fails (gang restart of distributed training)."""
+
+    restart_all: bool | None = Field(
+        default=None,
+        description=(
+            "Any failed worker fails the whole attempt and all workers restart together "
+            "(a new Job); default: true when workers > 1. Off: the Job retries the failed "
+            "pod alone (backoffLimit)."
+        ),
+    )
+    max_restarts: int = Field(
+        default=3, ge=0, le=100, description="Whole-group restarts before the TrainingJob fails."
+    )
+
+
 class TrainingJobSpec(KyklosModel):
     """Desired state of a TrainingJob. Immutable once the training has started."""
 
@@ -171,6 +187,10 @@ class TrainingJobSpec(KyklosModel):
     evaluation: Evaluation | None = Field(
         default=None, description="The gate the model must pass (condition ModelAccepted)."
     )
+    failure_policy: FailurePolicy | None = Field(
+        default=None,
+        description="Gang restart: {restartAll, maxRestarts} (restartAll defaults to workers > 1).",
+    )
     suspend: bool = Field(
         default=False,
         description=(
@@ -211,6 +231,9 @@ class TrainingJobStatus(KyklosModel):
     start_time: datetime | None = Field(default=None, description="When training started.")
     completion_time: datetime | None = Field(default=None, description="When training finished.")
     attempts: int | None = Field(default=None, description="Failed pods so far.")
+    restarts: int | None = Field(
+        default=None, description="Whole-group restarts so far (spec.failurePolicy)."
+    )
     metrics: dict[str, float] | None = Field(
         default=None, max_length=64, description="Numeric metrics reported by the trainer."
     )

@@ -91,6 +91,7 @@ from kyklos.logic.conditions import (
     rfc3339,
     set_condition,
 )
+from kyklos.logic.gang import on_job_failed, restarts_of, with_gang_policy
 from kyklos.logic.jobs import TERMINATION_MESSAGE_LIMIT, JobState, latest_message, observe_job
 from kyklos.logic.naming import (
     MAX_NAME,
@@ -132,6 +133,7 @@ RESERVED_ENV = frozenset(
         "KYKLOS_TRAININGJOB",
         "KYKLOS_METRICS_FILE",
         "KYKLOS_PVC_ROOT",
+        "KYKLOS_RESTART",
         "WORLD_SIZE",
         "RANK",
         "MASTER_ADDR",
@@ -581,6 +583,7 @@ def build_job(
         },
         "spec": job_spec,
     }
+    job = with_gang_policy(job, spec, restarts_of(trainingjob))
     job["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = spec_hash(job)
     return job
 
@@ -910,6 +913,7 @@ def decide(obs: Observation) -> Decision:
         "modelUri",
         "startTime",
         "attempts",
+        "restarts",
     ):
         if stored.get(key) is not None:
             build.status[key] = stored[key]
@@ -977,6 +981,21 @@ def _no_job(
     build.status.update(_lineage_status(lineage, job["metadata"]["name"]))
     build.status.setdefault("attempts", 0)
     workers = f"{spec.workers} workers" if spec.workers > 1 else "1 worker"
+    before_reason = (get_condition(stored.get("conditions"), ConditionType.READY) or {}).get(
+        "reason"
+    )
+    if recreate is not None and before_reason == Reason.GANG_RESTART:
+        # The replacement of a gang-restarted Job: the restart's message still says it all.
+        build.ready(
+            TrainingPhase.RUNNING,
+            False,
+            Reason.GANG_RESTART,
+            str(
+                (get_condition(stored.get("conditions"), ConditionType.READY) or {}).get("message")
+                or ""
+            ),
+        )
+        return _finish(decision, build, stored)
     if recreate is not None:
         reason, message = (
             Reason.JOB_RECREATED,
@@ -1136,6 +1155,19 @@ def _with_job(
             Reason.RUNNING,
             f"Job {current_name} is running ({spec.workers} worker{'s' if spec.workers > 1 else ''})",
         )
+    elif (
+        state == JobState.FAILED
+        and (
+            gang := on_job_failed(
+                spec, observed.reason, observed.message, restarts_of(tj, job), current_name
+            )
+        )
+        and gang.restart
+    ):
+        # The whole group restarts: a fresh Job, same pinned data and run (kyklos.logic.gang).
+        decision.delete_job = current_name
+        build.status["restarts"] = gang.restarts
+        build.ready(TrainingPhase.RUNNING, False, Reason.GANG_RESTART, gang.message)
     else:
         _finished(
             obs,
