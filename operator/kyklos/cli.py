@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="longest a profile Job may run: a duration (30m, 1h) or seconds; 0 for none (1h)",
     )
+    run.add_argument(
+        "--mlflow-tracking-uri",
+        default=None,
+        help="MLflow tracking server for registry sync (spec.registry); needs kyklos[mlflow]",
+    )
     run.add_argument("--log-level", default=None, help="debug, info, warning or error")
     run.add_argument("--log-format", default=None, help="json or text")
 
@@ -114,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
                 "worker_deadline_seconds": args.worker_deadline,
                 "log_level": args.log_level and args.log_level.lower(),
                 "log_format": args.log_format and args.log_format.lower(),
+                "mlflow_tracking_uri": args.mlflow_tracking_uri,
             }
         )
     except config.ConfigError as exc:

@@ -21,6 +21,7 @@ from kyklos.api.common import (
     cel_rules,
 )
 from kyklos.api.podtemplate import PodTemplate
+from kyklos.api.registry import RegistryRef, RegistryStatus
 from kyklos.api.training import Arg, ImageRef
 
 MAX_HISTORY = 10
@@ -200,6 +201,13 @@ class ModelDeploymentSpec(KyklosModel):
     autoscaling: Autoscaling | None = Field(
         default=None, description="Horizontal autoscaling on CPU."
     )
+    registry: RegistryRef | None = Field(
+        default=None,
+        description=(
+            "MLflow registered model whose aliases follow the rollouts: challenger while a "
+            "canary runs, champion on promotion."
+        ),
+    )
     strategy: Strategy = Field(
         default_factory=Strategy, description="How a new model replaces the serving one."
     )
@@ -268,6 +276,9 @@ class ModelDeploymentStatus(KyklosModel):
     selector: str | None = Field(
         default=None,
         description="Label selector of every serving pod (the scale subresource's, for an HPA).",
+    )
+    registry: RegistryStatus | None = Field(
+        default=None, description="What was recorded in the MLflow registry."
     )
     url: str | None = Field(default=None, description="In-cluster URL of the Service.")
     history: list[RolloutRecord] | None = Field(

@@ -19,6 +19,7 @@ from kyklos.api.common import (
     cel_rules,
 )
 from kyklos.api.podtemplate import PodTemplate
+from kyklos.api.registry import RegistryRef, RegistryStatus
 
 #: Placeholders allowed in output.modelUri.
 MODEL_URI_PLACEHOLDERS = ("namespace", "name", "run")
@@ -187,6 +188,10 @@ class TrainingJobSpec(KyklosModel):
     evaluation: Evaluation | None = Field(
         default=None, description="The gate the model must pass (condition ModelAccepted)."
     )
+    registry: RegistryRef | None = Field(
+        default=None,
+        description="Record the run and (when accepted) a model version in MLflow under this name.",
+    )
     failure_policy: FailurePolicy | None = Field(
         default=None,
         description="Gang restart: {restartAll, maxRestarts} (restartAll defaults to workers > 1).",
@@ -233,6 +238,9 @@ class TrainingJobStatus(KyklosModel):
     attempts: int | None = Field(default=None, description="Failed pods so far.")
     restarts: int | None = Field(
         default=None, description="Whole-group restarts so far (spec.failurePolicy)."
+    )
+    registry: RegistryStatus | None = Field(
+        default=None, description="What was recorded in the MLflow registry."
     )
     metrics: dict[str, float] | None = Field(
         default=None, max_length=64, description="Numeric metrics reported by the trainer."

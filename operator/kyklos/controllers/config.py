@@ -60,6 +60,8 @@ class OperatorConfig:
     pvc_root: str = DEFAULT_PVC_ROOT
     log_level: str = "info"
     log_format: str = "text"
+    #: MLflow tracking URI for registry sync (None: no sync; kyklos.controllers.registry).
+    mlflow_tracking_uri: str | None = None
 
     @classmethod
     def from_env(
@@ -81,6 +83,7 @@ class OperatorConfig:
             "pvc_root": env.get("KYKLOS_PVC_ROOT") or DEFAULT_PVC_ROOT,
             "log_level": (env.get("KYKLOS_LOG_LEVEL") or "info").lower(),
             "log_format": (env.get("KYKLOS_LOG_FORMAT") or "text").lower(),
+            "mlflow_tracking_uri": env.get("KYKLOS_MLFLOW_TRACKING_URI") or None,
         }
         for key, value in (overrides or {}).items():
             if value is not None:

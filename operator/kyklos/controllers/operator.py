@@ -208,6 +208,7 @@ def run(options: RunOptions, cfg: config.OperatorConfig) -> int:
         dataset,
         deployment,
         drift,
+        registry,
         training,
     )
 
