@@ -144,12 +144,14 @@ def sync_deployment(mc: Any, body: Mapping[str, Any]) -> tuple[dict[str, Any] | 
     current = {str(k): str(v) for k, v in (getattr(model, "aliases", None) or {}).items()}
     versions: dict[str, str] = {}
     run_ids: dict[str, str] = {}
-    for uri in set(plan.set.values()):
-        found = mc.search_model_versions(f"name='{plan.registry}' and source='{uri}'")
-        if found:
-            latest = max(found, key=lambda v: int(v.version))
-            versions[uri] = str(latest.version)
-            run_ids[uri] = str(latest.run_id or "")
+    # MLflow's search cannot filter on source: match the registered model's versions here.
+    wanted = set(plan.set.values())
+    for found in sorted(
+        mc.search_model_versions(f"name='{plan.registry}'"), key=lambda v: int(v.version)
+    ):
+        if found.source in wanted:  # the newest version of a source wins
+            versions[found.source] = str(found.version)
+            run_ids[found.source] = str(found.run_id or "")
     change = registry.alias_changes(plan, current, versions)
     for alias, version in sorted(change.set.items()):
         mc.set_registered_model_alias(plan.registry, alias, version)
