@@ -747,3 +747,11 @@ def test_mlflow_tracking_uri_reaches_the_operator_only_when_set(helm: Path) -> N
     assert env_of(manifests)["KYKLOS_MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow.svc:5000"
     proc = run_helm(helm, "template", RELEASE, str(CHART), "--set", "mlflow.trackingUri=ftp://x")
     assert proc.returncode != 0 and "trackingUri" in proc.stderr
+
+
+def test_worker_pod_template_reaches_the_operator_as_json_only_when_set(helm: Path) -> None:
+    assert "KYKLOS_WORKER_POD_TEMPLATE" not in env_of(render(helm))
+    manifests = render(helm, "--set", "worker.podTemplate.nodeSelector.pool=batch")
+    assert json.loads(env_of(manifests)["KYKLOS_WORKER_POD_TEMPLATE"]) == {
+        "nodeSelector": {"pool": "batch"}
+    }

@@ -156,3 +156,36 @@ def test_serving_pods_carry_the_template_and_it_is_part_of_the_revision() -> Non
     assert [v["name"] for v in pod["volumes"]][:1] == ["tmp"]
     # Changing the template rolls the pods out like any runtime change.
     assert rollout.revision(model, spec(POD_TEMPLATE)) != rollout.revision(model, spec(None))
+
+
+def test_worker_jobs_carry_the_operators_pod_template() -> None:
+    from kyklos.logic.workerjob import WORKER_CONTAINER, WorkerConfig, build_worker_job
+
+    template = PodTemplate.model_validate(
+        {
+            "nodeSelector": {"pool": "batch"},
+            "tolerations": [{"key": "batch", "operator": "Exists"}],
+            "priorityClassName": "low",
+            "container": {"resources": {"limits": {"memory": "2Gi"}}},
+        }
+    )
+    owner = {
+        "apiVersion": "kyklos.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "d", "namespace": "ml", "uid": "u"},
+    }
+    config = WorkerConfig(
+        image="kyklos:1", artifacts_uri="s3://a", resources={"limits": {"memory": "1Gi"}},
+        pod_template=template,
+    )  # fmt: skip
+    job = build_worker_job(
+        owner, job_name="d-profile", component="profile", worker_args=["profile"], config=config
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "batch"}
+    assert pod["tolerations"] == [{"key": "batch", "operator": "Exists"}]
+    assert pod["priorityClassName"] == "low"
+    (worker,) = pod["containers"]
+    assert worker["name"] == WORKER_CONTAINER
+    assert worker["resources"]["limits"]["memory"] == "2Gi"
+    assert worker["securityContext"]["readOnlyRootFilesystem"] is True  # Kyklos's default kept
