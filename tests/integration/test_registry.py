@@ -234,3 +234,28 @@ def test_the_operator_records_trainings_and_survives_a_registry_outage(
     assert int(second["registry"]["version"]) == int(first["registry"]["version"]) + 1
     recovered = _synced(kyklos, "second")
     assert recovered is not None and recovered["status"] == "True"
+
+
+def test_a_registry_name_without_a_tracking_uri_is_explained(
+    k8s: Any, namespace: str, crds_installed: None, operator: Any
+) -> None:
+    operator()  # no KYKLOS_MLFLOW_TRACKING_URI
+    kyklos = Kyklos(k8s, namespace)
+    kyklos.create(
+        "modeldeployments",
+        {
+            "metadata": {"name": "churn"},
+            "spec": {
+                "model": {"uri": "pvc://models/churn/1"},
+                "runtime": {"image": "registry.test/serve:1"},
+                "registry": {"name": "churn"},
+            },
+        },
+    )
+    condition = wait_for(
+        lambda: kyklos.condition("modeldeployments", "churn", "RegistrySynced"),
+        timeout=60,
+        what="RegistrySynced on a ModelDeployment with spec.registry",
+    )
+    assert (condition["status"], condition["reason"]) == ("False", "RegistryNotConfigured")
+    assert "KYKLOS_MLFLOW_TRACKING_URI" in condition["message"]

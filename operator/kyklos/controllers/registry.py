@@ -254,6 +254,17 @@ async def _sync_loop(res: client.Resource, namespace: str, name: str, tracking_u
         delay = min(delay * 2, MAX_RETRY_SECONDS)
 
 
+REASON_NOT_CONFIGURED = "RegistryNotConfigured"
+NOT_CONFIGURED = (
+    "spec.registry is set but the operator has no MLflow tracking URI "
+    "(--mlflow-tracking-uri, KYKLOS_MLFLOW_TRACKING_URI or the chart value mlflow.trackingUri)"
+)
+
+
+async def _not_configured(res: client.Resource, body: Mapping[str, Any]) -> None:
+    await asyncio.to_thread(_write, res, body, False, REASON_NOT_CONFIGURED, NOT_CONFIGURED, None)
+
+
 def _schedule(res: client.Resource, namespace: str, name: str) -> None:
     tracking_uri = config.current().mlflow_tracking_uri
     if not tracking_uri:
@@ -276,8 +287,12 @@ async def registry_trainingjob_event(
     body: kopf.Body, namespace: str | None, name: str, **_: Any
 ) -> None:
     """A TrainingJob with spec.registry changed: record what is still unrecorded."""
-    if registry.training_sync(body) is not None:
-        _schedule(client.TRAININGJOBS, namespace or "", name)
+    if registry.training_sync(body) is None:
+        return
+    if not config.current().mlflow_tracking_uri:
+        await _not_configured(client.TRAININGJOBS, body)
+        return
+    _schedule(client.TRAININGJOBS, namespace or "", name)
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments", when=_wants_registry)
@@ -285,4 +300,7 @@ async def registry_deployment_event(
     body: kopf.Body, namespace: str | None, name: str, **_: Any
 ) -> None:
     """A ModelDeployment with spec.registry changed: move the aliases with its rollout."""
+    if not config.current().mlflow_tracking_uri:
+        await _not_configured(client.MODELDEPLOYMENTS, body)
+        return
     _schedule(client.MODELDEPLOYMENTS, namespace or "", name)
