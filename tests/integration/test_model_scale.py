@@ -50,7 +50,7 @@ def test_kubectl_scale_and_an_hpa_on_the_scale_subresource(
         {
             "metadata": {"name": "iris"},
             "spec": {
-                "model": {"uri": "s3://models/iris/1"},
+                "model": {"uri": "file:///models/iris/1"},  # a path: no download
                 "runtime": {"image": SERVE, "args": ["netexec", "--http-port=8080"], "port": 8080},
                 "replicas": 1,
             },
