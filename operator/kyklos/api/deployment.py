@@ -14,11 +14,14 @@ from kyklos.api.common import (
     Conditions,
     Duration,
     KyklosModel,
+    LocalObjectReference,
     ObjectName,
     ResourceRequirements,
     StringMap,
     cel_rules,
 )
+from kyklos.api.podtemplate import PodTemplate
+from kyklos.api.registry import RegistryRef, RegistryStatus
 from kyklos.api.training import Arg, ImageRef
 
 MAX_HISTORY = 10
@@ -146,6 +149,13 @@ class ModelSource(KyklosModel):
         default=None,
         description="Version label for the model (KYKLOS_MODEL_VERSION). Default: derived from the URI.",
     )
+    secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description=(
+            "Secret with the model store's credentials (e.g. AWS_ACCESS_KEY_ID), given only to "
+            "the init container that downloads an s3/gs/http(s) model."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelSource:
@@ -171,6 +181,13 @@ class Runtime(KyklosModel):
     )
     health_path: Annotated[str, StringConstraints(pattern=r"^/", max_length=1024)] = Field(
         default="/healthz", description="HTTP path of the readiness probe."
+    )
+    template: PodTemplate | None = Field(
+        default=None,
+        description=(
+            "Pod overrides merged onto the serving pods: envFrom, env valueFrom, volumes, "
+            "affinity, tolerations, extended resources, securityContext, ... (Kyklos's env wins)."
+        ),
     )
 
 
@@ -397,6 +414,13 @@ class ModelDeploymentSpec(KyklosModel):
     autoscaling: Autoscaling | None = Field(
         default=None, description="Horizontal autoscaling on CPU."
     )
+    registry: RegistryRef | None = Field(
+        default=None,
+        description=(
+            "MLflow registered model whose aliases follow the rollouts: challenger while a "
+            "canary runs, champion on promotion."
+        ),
+    )
     strategy: Strategy = Field(
         default_factory=Strategy, description="How a new model replaces the serving one."
     )
@@ -518,6 +542,13 @@ class ModelDeploymentStatus(KyklosModel):
     )
     replicas: int | None = Field(default=None, description="Desired serving replicas.")
     ready_replicas: int | None = Field(default=None, description="Ready replicas, stable+canary.")
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of every serving pod (the scale subresource's, for an HPA).",
+    )
+    registry: RegistryStatus | None = Field(
+        default=None, description="What was recorded in the MLflow registry."
+    )
     url: str | None = Field(default=None, description="In-cluster URL of the Service.")
     history: list[RolloutRecord] | None = Field(
         default=None, max_length=MAX_HISTORY, description="The last 10 rollouts."

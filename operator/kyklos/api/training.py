@@ -19,6 +19,8 @@ from kyklos.api.common import (
     Toleration,
     cel_rules,
 )
+from kyklos.api.podtemplate import PodTemplate
+from kyklos.api.registry import RegistryRef, RegistryStatus
 
 #: Placeholders allowed in output.modelUri.
 MODEL_URI_PLACEHOLDERS = ("namespace", "name", "run")
@@ -35,12 +37,28 @@ ImageRef = Annotated[
 Arg = Annotated[str, StringConstraints(max_length=4096)]
 
 # A transition rule on the whole object: the API server evaluates it on every update of the
-# main resource (status updates go through /status, where spec cannot change anyway).
-SPEC_IMMUTABLE_ONCE_STARTED = CelRule(
-    rule="!has(oldSelf.status) || !has(oldSelf.status.startTime) || self.spec == oldSelf.spec",
-    message="spec is immutable once the training has started; create a new TrainingJob to re-run",
-    field_path=".spec",
+# main resource (status updates go through /status, where spec cannot change anyway). Every
+# spec field but `suspend` is compared (a running job may be suspended and resumed); the
+# field list is filled in from TrainingJobSpec below, once the model exists.
+_IMMUTABLE_MESSAGE = (
+    "spec is immutable once the training has started (only suspend may change); "
+    "create a new TrainingJob to re-run"
 )
+#: Spec fields (wire names) a started TrainingJob may still change.
+MUTABLE_ONCE_STARTED = ("suspend",)
+
+
+def _immutable_rule(fields: list[str]) -> CelRule:
+    same = " && ".join(
+        f"has(self.spec.{f}) == has(oldSelf.spec.{f}) && "
+        f"(!has(self.spec.{f}) || self.spec.{f} == oldSelf.spec.{f})"
+        for f in fields
+    )
+    return CelRule(
+        rule=f"!has(oldSelf.status) || !has(oldSelf.status.startTime) || ({same})",
+        message=_IMMUTABLE_MESSAGE,
+        field_path=".spec",
+    )
 
 
 class TrainingPhase(StrEnum):
@@ -50,6 +68,8 @@ class TrainingPhase(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    #: a started training paused with spec.suspend (its Job suspended)
+    SUSPENDED = "Suspended"
 
 
 class Direction(StrEnum):
@@ -184,6 +204,22 @@ class Evaluation(KyklosModel):
         )
 
 
+class FailurePolicy(KyklosModel):
+    """What happens when a worker fails (gang restart of distributed training)."""
+
+    restart_all: bool | None = Field(
+        default=None,
+        description=(
+            "Any failed worker fails the whole attempt and all workers restart together "
+            "(a new Job); default: true when workers > 1. Off: the Job retries the failed "
+            "pod alone (backoffLimit)."
+        ),
+    )
+    max_restarts: int = Field(
+        default=3, ge=0, le=100, description="Whole-group restarts before the TrainingJob fails."
+    )
+
+
 class TrainingJobSpec(KyklosModel):
     """Desired state of a TrainingJob. Immutable once the training has started."""
 
@@ -214,6 +250,13 @@ class TrainingJobSpec(KyklosModel):
         default=None,
         description="Passed to the trainer as JSON in KYKLOS_HYPERPARAMETERS (values are strings).",
     )
+    template: PodTemplate | None = Field(
+        default=None,
+        description=(
+            "Pod overrides merged onto the training pods: envFrom, env valueFrom, volumes, "
+            "affinity, tolerations, extended resources, securityContext, ... (Kyklos's env wins)."
+        ),
+    )
     workers: int = Field(
         default=1,
         ge=1,
@@ -236,9 +279,20 @@ class TrainingJobSpec(KyklosModel):
     evaluation: Evaluation | None = Field(
         default=None, description="The gate the model must pass (condition ModelAccepted)."
     )
+    registry: RegistryRef | None = Field(
+        default=None,
+        description="Record the run and (when accepted) a model version in MLflow under this name.",
+    )
+    failure_policy: FailurePolicy | None = Field(
+        default=None,
+        description="Gang restart: {restartAll, maxRestarts} (restartAll defaults to workers > 1).",
+    )
     suspend: bool = Field(
         default=False,
-        description="Create the Job suspended; set to false to start it (before it has started).",
+        description=(
+            "Suspend the Job: before it starts (set to false to start it), or while it runs "
+            "(phase Suspended; its pods stop; false resumes on the same pinned data version)."
+        ),
     )
     queue_name: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = Field(
         default=None, description="Kueue LocalQueue; sets the kueue.x-k8s.io/queue-name label."
@@ -321,6 +375,12 @@ class TrainingJobStatus(KyklosModel):
     start_time: datetime | None = Field(default=None, description="When training started.")
     completion_time: datetime | None = Field(default=None, description="When training finished.")
     attempts: int | None = Field(default=None, description="Failed pods so far.")
+    restarts: int | None = Field(
+        default=None, description="Whole-group restarts so far (spec.failurePolicy)."
+    )
+    registry: RegistryStatus | None = Field(
+        default=None, description="What was recorded in the MLflow registry."
+    )
     metrics: dict[str, float] | None = Field(
         default=None, max_length=64, description="Numeric metrics reported by the trainer."
     )
@@ -328,6 +388,15 @@ class TrainingJobStatus(KyklosModel):
         default=None, description="The evaluation gate's verdict."
     )
     conditions: Conditions | None = Field(default=None, description="Ready and ModelAccepted.")
+
+
+SPEC_IMMUTABLE_ONCE_STARTED = _immutable_rule(
+    [
+        str(f.alias)
+        for f in TrainingJobSpec.model_fields.values()
+        if f.alias not in MUTABLE_ONCE_STARTED
+    ]
+)
 
 
 class TrainingJob(KyklosModel):
@@ -348,5 +417,6 @@ class TrainingJob(KyklosModel):
 def validate_update(old: TrainingJob, new: TrainingJob) -> None:
     """Reject a spec change once training has started (the CRD's transition rule, in Python)."""
     started = old.status is not None and old.status.start_time is not None
-    if started and new.spec != old.spec:
+    mutable = {"suspend"}
+    if started and new.spec.model_dump(exclude=mutable) != old.spec.model_dump(exclude=mutable):
         raise SPEC_IMMUTABLE_ONCE_STARTED.error()

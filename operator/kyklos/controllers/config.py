@@ -25,7 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from kyklos import __version__
+from kyklos.api.podtemplate import PodTemplate
 from kyklos.logic.durations import duration_seconds
 from kyklos.logic.workerjob import WorkerConfig
 
@@ -64,6 +67,10 @@ class OperatorConfig:
     executor_workers: int = DEFAULT_EXECUTOR_WORKERS
     log_level: str = "info"
     log_format: str = "text"
+    #: MLflow tracking URI for registry sync (None: no sync; kyklos.controllers.registry).
+    mlflow_tracking_uri: str | None = None
+    #: Pod override of every worker Job (profile, drift check), e.g. tolerations.
+    worker_pod_template: PodTemplate | None = None
 
     @classmethod
     def from_env(
@@ -86,6 +93,8 @@ class OperatorConfig:
             "executor_workers": env.get("KYKLOS_EXECUTOR_WORKERS") or DEFAULT_EXECUTOR_WORKERS,
             "log_level": (env.get("KYKLOS_LOG_LEVEL") or "info").lower(),
             "log_format": (env.get("KYKLOS_LOG_FORMAT") or "text").lower(),
+            "mlflow_tracking_uri": env.get("KYKLOS_MLFLOW_TRACKING_URI") or None,
+            "worker_pod_template": env.get("KYKLOS_WORKER_POD_TEMPLATE") or None,
         }
         for key, value in (overrides or {}).items():
             if value is not None:
@@ -106,6 +115,8 @@ class OperatorConfig:
             raise ConfigError(
                 f"KYKLOS_LOG_FORMAT/--log-format: {values['log_format']!r} is not one of {', '.join(LOG_FORMATS)}"
             )
+        if isinstance(values["worker_pod_template"], str):
+            values["worker_pod_template"] = _parse_pod_template(values["worker_pod_template"])
         if not values["artifacts_uri"].strip():
             raise ConfigError("KYKLOS_ARTIFACTS_URI/--artifacts-uri: must not be empty")
         return cls(**values)
@@ -136,6 +147,19 @@ def _parse_workers(value: str | int) -> int:
             f"KYKLOS_EXECUTOR_WORKERS/--executor-workers: {value!r} is not a whole number from 1 to 256"
         )
     return workers
+
+
+def _parse_pod_template(text: str) -> PodTemplate | None:
+    """The worker pod template (JSON, the shape of TrainingJob.spec.template); {} is none."""
+    try:
+        template = PodTemplate.model_validate_json(text, strict=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"KYKLOS_WORKER_POD_TEMPLATE: {where + ': ' if where else ''}{first['msg']}"
+        ) from None
+    return template if template.model_dump(exclude_none=True) else None
 
 
 def _parse_deadline(text: str) -> int | None:
@@ -179,4 +203,5 @@ def worker_config(cfg: OperatorConfig | None = None) -> WorkerConfig:
         service_account=cfg.worker_service_account,
         artifacts_secret=cfg.artifacts_secret,
         deadline_seconds=cfg.worker_deadline_seconds,
+        pod_template=cfg.worker_pod_template,
     )

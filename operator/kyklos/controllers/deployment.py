@@ -40,6 +40,7 @@ from kyklos.logic import analysis as canary_analysis
 from kyklos.logic import rollout
 from kyklos.logic.conditions import get_condition, set_condition, status_patch
 from kyklos.logic.jobs import JobState, latest_message, observe_job
+from kyklos.logic.modelfetch import FetchFailure, ModelFetcher, fetch_failure
 from kyklos.logic.naming import COMPONENT, MANAGED_BY, child_name, label_value, owner_label
 from kyklos.logic.serving import ProxyImage
 from kyklos.logic.workerjob import build_worker_job
@@ -139,6 +140,17 @@ def md_canary_pods(
     }
 
 
+@kopf.index("", "v1", "pods", labels=CHILDREN)
+def md_fetch_failures(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, Any] | None:
+    """Serving pods whose model download failed: only why, and how often (none otherwise)."""
+    failure = fetch_failure(body, rollout.REVISION_LABEL)
+    if failure is None:
+        return None
+    return {(namespace or "", labels[OWNER_LABEL]): failure.to_index()}
+
+
 @kopf.index("batch", "v1", "jobs", labels=ANALYSIS)
 def md_analysis_jobs(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
@@ -180,6 +192,7 @@ INDEX_NAMES = (
     "md_services",
     "md_hpas",
     "md_canary_pods",
+    "md_fetch_failures",
 )
 
 
@@ -390,6 +403,9 @@ def _observed(key: Key, namespace: str, name: str) -> rollout.Observed:
         stable=_fresh("Deployment", namespace, stable, deployments.get(stable)),
         canary=_fresh("Deployment", namespace, canary, deployments.get(canary)),
         canary_pods=indexes.items("md_canary_pods", key),
+        fetch_failures=[
+            FetchFailure.from_index(f) for f in indexes.items("md_fetch_failures", key)
+        ],
         analysis_results=_analysis_results(key),
     )
 
@@ -496,6 +512,7 @@ def _act(
     namespace = body["metadata"]["namespace"]
     cfg = config.current()
     pvc_root = cfg.pvc_root
+    fetcher = ModelFetcher(cfg.worker_image, cfg.worker_resources, cfg.artifacts_secret)
     proxy = ProxyImage(cfg.worker_image, cfg.artifacts_uri, cfg.pvc_root)
     services = indexes.items("md_services", key)
     _ensure(client.SERVICES, rollout.build_service(body, spec), services[0] if services else None)
@@ -508,6 +525,7 @@ def _act(
             decision.stable_replicas,
             pvc_root,
             proxy,
+            fetcher=fetcher,
         )
         _ensure(client.DEPLOYMENTS, stable, observed.stable)
     elif (
@@ -535,6 +553,7 @@ def _act(
             decision.canary.replicas,
             pvc_root,
             proxy,
+            fetcher=fetcher,
         )
         _ensure(client.DEPLOYMENTS, canary, observed.canary)
     elif observed.canary is not None:
@@ -649,6 +668,16 @@ def md_hpa_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> N
 @kopf.on.event("", "v1", "pods", labels=CANARY_PODS)
 def md_canary_pod_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
     """A canary pod changed (restarts): reconcile its owner."""
+    _reconcile_owners([(namespace or "", labels[OWNER_LABEL])], kwargs)
+
+
+def _fetch_failed(body: kopf.Body, **_: Any) -> bool:
+    return fetch_failure(body, rollout.REVISION_LABEL) is not None
+
+
+@kopf.on.event("", "v1", "pods", labels=CHILDREN, when=_fetch_failed)
+def md_fetch_failure_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    """A serving pod's model download failed (again): reconcile its owner."""
     _reconcile_owners([(namespace or "", labels[OWNER_LABEL])], kwargs)
 
 

@@ -210,6 +210,7 @@ def run(options: RunOptions, cfg: config.OperatorConfig) -> int:
         dataset,
         deployment,
         drift,
+        registry,
         training,
     )
 

@@ -111,7 +111,16 @@ from kyklos.logic import analysis as canary_analysis
 from kyklos.logic.analysis import AnalysisJobPlan, RequestedAction
 from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
 from kyklos.logic.durations import duration_seconds
+from kyklos.logic.modelfetch import (
+    FetchFailure,
+    ModelFetcher,
+    failure_of_revision,
+    needs_fetch,
+    with_model_fetch,
+)
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
+from kyklos.logic.podtemplate import apply_pod_template
+from kyklos.logic.redaction import redact
 from kyklos.logic.serving import ProxyImage, add_proxy_sidecar
 from kyklos.logic.workerjob import WORKER_UID, claim_of, volume_name
 
@@ -284,6 +293,12 @@ def service_url(name: str, namespace: str, port: int) -> str:
     return f"http://{name}.{namespace}.svc:{port}"
 
 
+def serving_selector(name: str) -> str:
+    """The label selector of all serving pods as a string: the scale subresource's
+    ``status.selector``, which an HPA uses to find the pods it averages over."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(name).items()))
+
+
 def _owner_meta(owner: Mapping[str, Any], name: str, component: str | None) -> dict[str, Any]:
     meta = owner["metadata"]
     return {
@@ -299,6 +314,21 @@ def selector_labels(owner_name: str, component: str | None = None) -> dict[str, 
     return child_labels(KIND, owner_name, component)
 
 
+def _with_fetch(
+    pod: dict[str, Any],
+    spec: ModelDeploymentSpec,
+    model: ResolvedModel,
+    fetcher: ModelFetcher | None,
+) -> dict[str, Any]:
+    """The pod with the model-download init container when the model lives in a store."""
+    if fetcher is None or not needs_fetch(model.uri):
+        return pod
+    secret = spec.model.secret_ref.name if spec.model.secret_ref else None
+    if secret is None and spec.model.from_training_job:
+        secret = fetcher.artifacts_secret  # the trainer wrote it to the artifact store
+    return with_model_fetch(pod, model.uri, fetcher, CONTAINER, secret)
+
+
 def build_serving_deployment(
     owner: Mapping[str, Any],
     spec: ModelDeploymentSpec,
@@ -307,12 +337,15 @@ def build_serving_deployment(
     replicas: int | None,
     pvc_root: str,
     proxy: ProxyImage | None = None,
+    *,
+    fetcher: ModelFetcher | None = None,
 ) -> dict[str, Any]:
     """The ``<name>-stable`` or ``<name>-canary`` Deployment serving ``model``.
 
     ``replicas`` None leaves the count to the HPA (the field is then not managed). With
     ``proxy`` and ``spec.observability.proxy``, the pods run ``kyklos proxy`` in front of
-    the server (``kyklos.logic.serving``).
+    the server (``kyklos.logic.serving``). With a ``fetcher``, an s3/gs/http(s) model is
+    downloaded by an init container (``kyklos.logic.modelfetch``).
     """
     name = owner["metadata"]["name"]
     runtime = spec.runtime
@@ -384,18 +417,27 @@ def build_serving_deployment(
             "type": "RollingUpdate",
             "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
         },
-        "template": {
-            "metadata": {"labels": pod_labels, "annotations": template_annotations},
-            "spec": {
-                "automountServiceAccountToken": False,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "seccompProfile": {"type": "RuntimeDefault"},
+        "template": apply_pod_template(
+            _with_fetch(
+                {
+                    "metadata": {"labels": pod_labels, "annotations": template_annotations},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [container],
+                        "volumes": volumes,
+                    },
                 },
-                "containers": [container],
-                "volumes": volumes,
-            },
-        },
+                spec,
+                model,
+                fetcher,
+            ),
+            runtime.template,
+            CONTAINER,
+        ),
     }
     if replicas is not None:
         deployment_spec = {"replicas": replicas, **deployment_spec}
@@ -478,6 +520,8 @@ class Observed:
     stable: Mapping[str, Any] | None = None
     canary: Mapping[str, Any] | None = None
     canary_pods: Sequence[Mapping[str, Any]] = ()
+    #: serving pods whose model download failed (kyklos.logic.modelfetch)
+    fetch_failures: Sequence[FetchFailure] = ()
     #: Analysis Jobs by name: their termination message (None while running), or a
     #: failure when the Job ended without one.
     analysis_results: Mapping[str, AnalysisJobResult] = field(default_factory=dict)
@@ -791,6 +835,7 @@ class _Rollout:
             "stepStartTime": None,
             "rolloutStartTime": status.get("rolloutStartTime"),
             "url": service_url(name, namespace, spec.runtime.port),
+            "selector": serving_selector(name),
         }
         self.deadline = float(spec.progress_deadline_seconds)
         self.name = name
@@ -981,6 +1026,9 @@ class _Rollout:
                 f"serving model {model.uri} ({model.version}) on {ready}/{self.total} ready replicas",
                 stable=model,
             )
+        fetch = failure_of_revision(self.observed.fetch_failures, str(self.revision))
+        if fetch is not None:
+            return self._fetch_failed(model, fetch)
         in_rollout = self.history.current(model.uri) is not None
         if in_rollout and self.status.get("rolloutStartTime") is None:
             self.status["rolloutStartTime"] = rfc3339(self.now)
@@ -1019,6 +1067,20 @@ class _Rollout:
             Reason.REPLICAS_NOT_READY,
             f"serving model {model.uri}: {ready}/{self.total} replicas ready",
             stable=model,
+        )
+
+    def _fetch_failed(self, model: ResolvedModel, fetch: FetchFailure) -> Decision:
+        """The stable's pods cannot download the model: say which store; the kubelet retries."""
+        message = redact(f"model {model.uri}: {fetch.message}")
+        ready = get_condition(self.prev.get("conditions"), ConditionType.READY) or {}
+        if ready.get("reason") != Reason.MODEL_FETCH_FAILED:
+            self.events.append(Event(Reason.MODEL_FETCH_FAILED, message, warning=True))
+        return self._finish(
+            DeploymentPhase.PROGRESSING,
+            Reason.MODEL_FETCH_FAILED,
+            message,
+            stable=model,
+            requeue=max(self._remaining(), 0.0) or None,
         )
 
     def _promoting(self, model: ResolvedModel) -> Decision:
@@ -1138,6 +1200,14 @@ class _Rollout:
                 Reason.CRASH_LOOP,
                 f"a canary container of model {model.uri} restarted {restarts} times "
                 f"(maxCanaryRestarts={self.spec.max_canary_restarts})",
+                want,
+            )
+        fetch = failure_of_revision(self.observed.fetch_failures, str(self.revision))
+        if fetch is not None and fetch.restarts >= self.spec.max_canary_restarts:
+            return self._canary_failed(
+                model,
+                Reason.MODEL_FETCH_FAILED,
+                redact(f"canary of model {model.uri}: {fetch.message}"),
                 want,
             )
         action = self._take_request(model)
@@ -1501,4 +1571,5 @@ __all__ = [
     "deployment_model",
     "label_value",
     "resolve_model",
+    "serving_selector",
 ]

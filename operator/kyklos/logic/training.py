@@ -96,6 +96,7 @@ from kyklos.logic.conditions import (
     spec_error,
 )
 from kyklos.logic.evaluation import parse_metrics
+from kyklos.logic.gang import on_job_failed, restarts_of, with_gang_policy
 from kyklos.logic.jobs import JobState, latest_message, observe_job
 from kyklos.logic.naming import (
     MAX_NAME,
@@ -104,6 +105,7 @@ from kyklos.logic.naming import (
     owner_reference,
 )
 from kyklos.logic.pods import PodStuck, first_stuck_pod, held_diagnosis, is_live, with_held_cause
+from kyklos.logic.podtemplate import apply_pod_template
 from kyklos.logic.workerjob import claim_of, local_path, volume_name
 
 KIND = "TrainingJob"
@@ -136,6 +138,7 @@ RESERVED_ENV = frozenset(
         "KYKLOS_TRAININGJOB",
         "KYKLOS_METRICS_FILE",
         "KYKLOS_PVC_ROOT",
+        "KYKLOS_RESTART",
         "WORLD_SIZE",
         "RANK",
         "MASTER_ADDR",
@@ -559,7 +562,9 @@ def build_job(
         "parallelism": spec.workers,
         # Kueue admits a queued Job by unsuspending it, so a queued Job starts suspended.
         "suspend": bool(spec.suspend or spec.queue_name),
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": apply_pod_template(
+            {"metadata": {"labels": labels}, "spec": pod_spec}, spec.template, CONTAINER
+        ),
     }
     if spec.workers > 1:
         job_spec["completionMode"] = "Indexed"
@@ -585,6 +590,7 @@ def build_job(
         },
         "spec": job_spec,
     }
+    job = with_gang_policy(job, spec, restarts_of(trainingjob))
     job["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = spec_hash(job)
     return job
 
@@ -894,6 +900,7 @@ def decide(obs: Observation) -> Decision:
         "startTime",
         "attempts",
         "metrics",
+        "restarts",
     ):
         if stored.get(key) is not None:
             build.status[key] = stored[key]
@@ -965,6 +972,21 @@ def _no_job(
     build.status.update(_lineage_status(lineage, job["metadata"]["name"]))
     build.status.setdefault("attempts", 0)
     workers = f"{spec.workers} workers" if spec.workers > 1 else "1 worker"
+    before_reason = (get_condition(stored.get("conditions"), ConditionType.READY) or {}).get(
+        "reason"
+    )
+    if recreate is not None and before_reason == Reason.GANG_RESTART:
+        # The replacement of a gang-restarted Job: the restart's message still says it all.
+        build.ready(
+            TrainingPhase.RUNNING,
+            False,
+            Reason.GANG_RESTART,
+            str(
+                (get_condition(stored.get("conditions"), ConditionType.READY) or {}).get("message")
+                or ""
+            ),
+        )
+        return _finish(decision, build, stored)
     if recreate is not None:
         reason, message = (
             Reason.JOB_RECREATED,
@@ -1101,7 +1123,14 @@ def _with_job(
         build.ready(phase, False, stuck.reason, _stuck_message(current_name, stuck))
     elif state == JobState.SUSPENDED:
         reason, message = _suspended(spec, current_name)
-        build.ready(TrainingPhase.PENDING, False, reason, message)
+        if start:  # paused mid-run: its pods are stopped, resuming keeps the pinned data
+            message = (
+                f"Job {current_name} is suspended while running (spec.suspend); set it to "
+                f"false to resume on dataset version {build.status.get('datasetVersion')}"
+            )
+        build.ready(
+            TrainingPhase.SUSPENDED if start else TrainingPhase.PENDING, False, reason, message
+        )
     elif state == JobState.PENDING:
         before = get_condition(stored.get("conditions"), ConditionType.READY) or {}
         if before.get("reason") in (Reason.JOB_CREATED, Reason.JOB_RECREATED):
@@ -1117,6 +1146,19 @@ def _with_job(
             Reason.RUNNING,
             f"Job {current_name} is running ({spec.workers} worker{'s' if spec.workers > 1 else ''})",
         )
+    elif (
+        state == JobState.FAILED
+        and (
+            gang := on_job_failed(
+                spec, observed.reason, observed.message, restarts_of(tj, job), current_name
+            )
+        )
+        and gang.restart
+    ):
+        # The whole group restarts: a fresh Job, same pinned data and run (kyklos.logic.gang).
+        decision.delete_job = current_name
+        build.status["restarts"] = gang.restarts
+        build.ready(TrainingPhase.RUNNING, False, Reason.GANG_RESTART, gang.message)
     else:
         _finished(
             obs,

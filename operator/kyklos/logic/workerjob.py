@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from kyklos.api.podtemplate import PodTemplate
 from kyklos.logic.artifacts import pvc_claim
 from kyklos.logic.naming import child_labels, owner_reference
+from kyklos.logic.podtemplate import apply_pod_template
 
 WORKER_CONTAINER = "worker"
 #: The Kyklos image's USER (Dockerfile); tests/unit/test_dockerfile.py keeps them equal.
@@ -51,6 +53,8 @@ class WorkerConfig:
     artifacts_secret: str | None = None
     #: ``activeDeadlineSeconds`` of Jobs whose builder passes it on (None: no deadline).
     deadline_seconds: int | None = None
+    #: The operator's pod override of every worker pod (kyklos.logic.podtemplate).
+    pod_template: PodTemplate | None = None
 
 
 def claim_of(uri: str, field_name: str = "uri") -> str | None:
@@ -197,7 +201,11 @@ def build_worker_job(
 
     job_spec: dict[str, Any] = {
         "backoffLimit": backoff_limit,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        "template": apply_pod_template(
+            {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            config.pod_template,
+            WORKER_CONTAINER,
+        ),
     }
     if active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = active_deadline_seconds

@@ -18,11 +18,13 @@ from pydantic import ValidationError
 
 from kyklos.api.dataset import DatasetSpec
 from kyklos.api.drift import DriftMonitorSpec
+from kyklos.api.modelfetch import COMMAND as FETCH_MODEL
 from kyklos.api.reports import DriftErrorReason, DriftSummary, ProfileReason, ProfileSummary
 from kyklos.api.worker import DriftArgs, ProfileArgs, WorkerArgsError
 from kyklos.logic.conditions import spec_error
 from kyklos.worker.drift import CurrentInput, run_drift
 from kyklos.worker.exit_status import EXIT_INTERNAL, EXIT_UNREADABLE
+from kyklos.worker.fetch_model import main as fetch_model_main
 from kyklos.worker.io import describe_error, redact
 from kyklos.worker.profile import run_profile
 
@@ -128,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "analyze":  # its arguments are a typed model (api.serving)
         return _analyze(argv[1:])
+    if argv[:1] == [FETCH_MODEL]:  # its arguments are a typed model (kyklos.api.modelfetch)
+        return fetch_model_main(argv[1:])
     command = argv[0] if argv else ""
     if command not in COMMANDS:
         print(f"kyklos worker: unknown command {command!r}; {USAGE}", file=sys.stderr)

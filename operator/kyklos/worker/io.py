@@ -46,6 +46,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+# Re-exported: the workers import redact from here.
+from kyklos.logic.redaction import redact as redact
+
 FeatureKind = Literal["numeric", "categorical"]
 Format = Literal["csv", "parquet", "jsonl"]
 
@@ -64,15 +67,6 @@ _EXTENSIONS: dict[str, Format] = {
     ".json": "jsonl",
 }
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
-
-
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
-_QUERY = re.compile(r"(?P<head>://[^\s?#'\"]*)\?[^\s#'\"]*?(?=:\s|:$|[\s#'\"]|$)")
-
-
-def redact(text: str) -> str:
-    """Mask credentials a URI may carry (``user:pass@``, signed query strings) in text."""
-    return _QUERY.sub(r"\g<head>?***", _USERINFO.sub(r"\g<scheme>***@", text))
 
 
 class SourceError(Exception):

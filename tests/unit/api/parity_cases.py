@@ -647,3 +647,128 @@ BAD = [
 
 def path_of(dotted: str) -> tuple[str | int, ...]:
     return tuple(int(k) if k.isdigit() else k for k in dotted.split("."))
+
+
+# --- pod templates (kyklos.api.podtemplate): one override shape on TrainingJob and
+# ModelDeployment; reserved names and host access rejected naming the field ---------------
+
+POD_TEMPLATE: dict[str, Any] = {
+    "metadata": {"labels": {"team": "ml"}, "annotations": {"cost-center": "42"}},
+    "serviceAccountName": "trainer",
+    "nodeSelector": {"pool": "gpu"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        }
+    },
+    "imagePullSecrets": [{"name": "registry"}],
+    "priorityClassName": "high",
+    "runtimeClassName": "nvidia",
+    "securityContext": {"runAsUser": 1000, "fsGroup": 1000, "runAsNonRoot": True},
+    "volumes": [
+        {
+            "name": "certs",
+            "secret": {"secretName": "ca", "items": [{"key": "ca.crt", "path": "ca"}]},
+        },
+        {"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ],
+    "hostNetwork": False,
+    "container": {
+        "env": [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "PLAIN", "value": "1"},
+        ],
+        "envFrom": [
+            {"secretRef": {"name": "s3"}},
+            {"configMapRef": {"name": "cfg"}, "prefix": "C_"},
+        ],
+        "resources": {"limits": {"nvidia.com/gpu": 1}},
+        "securityContext": {"readOnlyRootFilesystem": False, "privileged": False},
+        "volumeMounts": [{"name": "certs", "mountPath": "/etc/certs", "readOnly": True}],
+    },
+}
+
+GOOD.extend(
+    [
+        Case("training-pod-template", "TrainingJob", {"spec.template": POD_TEMPLATE}),
+        Case("deployment-pod-template", "ModelDeployment", {"spec.runtime.template": POD_TEMPLATE}),
+        Case("deployment-pod-template-empty", "ModelDeployment", {"spec.runtime.template": {}}),
+    ]
+)
+
+
+def _with_template(path: str, **changes: Any) -> dict[str, Any]:
+    template = copy.deepcopy(POD_TEMPLATE)
+    for dotted, value in changes.items():
+        set_path(template, dotted.replace("__", "."), value)
+    return {path: template}
+
+
+BAD.extend(
+    [
+        Case(
+            "training-template-kyklos-env",
+            "TrainingJob",
+            _with_template("spec.template", container__env__0__name="KYKLOS_MODEL_URI"),
+            at="spec.template.container.env.0.name",
+        ),
+        Case(
+            "training-template-rank-env",
+            "TrainingJob",
+            _with_template("spec.template", container__env__2__name="RANK"),
+            at="spec.template.container.env.2.name",
+        ),
+        Case(
+            "deployment-template-reserved-volume",
+            "ModelDeployment",
+            _with_template("spec.runtime.template", volumes__1__name="tmp"),
+            at="spec.runtime.template.volumes.1.name",
+        ),
+        Case(
+            "deployment-template-pvc-volume-name",
+            "ModelDeployment",
+            _with_template("spec.runtime.template", volumes__0__name="pvc-models"),
+            at="spec.runtime.template.volumes.0.name",
+        ),
+        Case(
+            "deployment-template-volume-two-sources",
+            "ModelDeployment",
+            _with_template("spec.runtime.template", volumes__1__configMap={"name": "cfg"}),
+            at="spec.runtime.template.volumes.1",
+        ),
+        Case(
+            "training-template-host-network",
+            "TrainingJob",
+            _with_template("spec.template", hostNetwork=True),
+            at="spec.template.hostNetwork",
+        ),
+        Case(
+            "deployment-template-host-pid",
+            "ModelDeployment",
+            _with_template("spec.runtime.template", hostPID=True),
+            at="spec.runtime.template.hostPID",
+        ),
+        Case(
+            "deployment-template-privileged",
+            "ModelDeployment",
+            _with_template("spec.runtime.template", container__securityContext__privileged=True),
+            at="spec.runtime.template.container.securityContext.privileged",
+        ),
+        Case(
+            "drift-retrain-template-reserved-env",
+            "DriftMonitor",
+            {
+                "spec.retrain.template.template": {
+                    "container": {"env": [{"name": "KYKLOS_RUN", "value": "x"}]}
+                }
+            },
+            at="spec.retrain.template.template.container.env.0.name",
+        ),
+    ]
+)

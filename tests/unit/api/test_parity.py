@@ -19,7 +19,7 @@ from crd_emulation import (
     names_path,
     pydantic_problems,
 )
-from parity_cases import BAD, GOOD, TRAINING, Case, path_of, set_path
+from parity_cases import BAD, DELETE, GOOD, TRAINING, Case, path_of, set_path
 from pydantic import BaseModel
 
 from kyklos.api import KINDS, TrainingJob
@@ -114,7 +114,21 @@ TRANSITIONS = [
     ("not-started-spec-change", TRAINING, {"spec.workers": 4}, True),
     ("started-spec-change", _started(TRAINING), {"spec.workers": 4}, False),
     ("started-label-change", _started(TRAINING), {"metadata.labels": {"a": "b"}}, True),
-    ("started-suspend-change", _started(TRAINING), {"spec.suspend": True}, False),
+    # A running job may be suspended and resumed; nothing else changes.
+    ("started-suspend-change", _started(TRAINING), {"spec.suspend": True}, True),
+    (
+        "started-suspend-and-image-change",
+        _started(TRAINING),
+        {"spec.suspend": True, "spec.image": "trainer:2"},
+        False,
+    ),
+    (
+        "started-template-added",
+        _started(TRAINING),
+        {"spec.template": {"hostNetwork": False}},
+        False,
+    ),
+    ("started-optional-removed", _started(TRAINING), {"spec.queueName": DELETE}, False),
     (
         "pending-status-spec-change",
         {**TRAINING, "status": {"phase": "Pending"}},

@@ -133,6 +133,17 @@ def test_stable_deployment_matches_golden_manifest() -> None:
     assert body == golden
 
 
+def test_status_selector_for_the_scale_subresource_matches_stable_and_canary_pods() -> None:
+    """An HPA on /scale counts the pods `status.selector` matches: every serving pod."""
+    decision = run(make_spec(), Observed(stable=deployment("stable", M2, 4)))
+    selector = dict(term.split("=", 1) for term in decision.status["selector"].split(","))
+    for component, model in ((rollout.STABLE, M1), (rollout.CANARY, M2)):
+        body = build_serving_deployment(OWNER, make_spec(), component, model, 1, "/p")
+        assert selector.items() <= body["spec"]["template"]["metadata"]["labels"].items()
+    assert selector["kyklos.io/modeldeployment"] == "iris"
+    assert decision.status["replicas"] == 4
+
+
 def test_service_selects_stable_and_canary_pods() -> None:
     service = build_service(OWNER, make_spec())
     stable = build_serving_deployment(OWNER, make_spec(), rollout.STABLE, M1, 3, "/p")
