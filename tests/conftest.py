@@ -46,6 +46,9 @@ POLICY_ANNOTATION = "sandbox.kyklos.io/policy-sha256"
 NODE_PREFIX = "sandbox-node-"
 SANDBOX_START_TIMEOUT = 300.0
 REAL_CLUSTER = bool(os.environ.get("KYKLOS_TEST_KUBECONFIG"))
+# KYKLOS_TEST_NODE=real: the session's sandbox runs a real node (kubelet + containerd, needs
+# root) instead of the node agent; agent-only tests skip as on any cluster.
+REAL_NODE = os.environ.get("KYKLOS_TEST_NODE") == "real" and not REAL_CLUSTER
 
 
 # --------------------------------------------------------------------------------- cluster
@@ -128,10 +131,12 @@ def _needs_cluster(items: Sequence[pytest.Item]) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``sandbox_only`` tests on a real cluster."""
-    if not REAL_CLUSTER:
+    if not (REAL_CLUSTER or REAL_NODE):
         return
     skip = pytest.mark.skip(
         reason="needs the Kyklos sandbox node agent; KYKLOS_TEST_KUBECONFIG is a real cluster"
+        if REAL_CLUSTER
+        else "needs the Kyklos sandbox node agent; KYKLOS_TEST_NODE=real runs a real kubelet"
     )
     for item in items:
         if "sandbox_only" in item.keywords:
@@ -152,6 +157,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     try:
         ensure_built(say)
+        if REAL_NODE:
+            from kyklos.sandbox.realnode.build import ensure_node_built
+
+            ensure_node_built(say)
     except BuildError as exc:
         raise pytest.UsageError(f"cannot build the sandbox control plane: {exc}") from None
 
@@ -201,8 +210,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         str(kubeconfig),
         "--data-dir",
         str(data_dir),
-        "--kubelet-policy",
-        str(policy_file),
+        *(["--node", "real"] if REAL_NODE else ["--kubelet-policy", str(policy_file)]),
     ]
     from kyklos.sandbox.procs import die_with_parent
 
@@ -220,7 +228,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert Path(first.split(": ", 1)[1].strip()) == kubeconfig
     handle = Cluster(
         kubeconfig=kubeconfig,
-        is_sandbox=True,
+        is_sandbox=not REAL_NODE,
         data_dir=data_dir,
         audit_log=data_dir / "controlplane" / "audit.log",
         policy_file=policy_file,

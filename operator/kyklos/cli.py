@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         "sandbox", help="a local Kubernetes control plane (build, serve)", add_help=False
     )
     sub.add_parser("worker", help="data-plane workers (profile, drift)", add_help=False)
+    sub.add_parser("image", help="build the Kyklos image with buildah (build)", add_help=False)
     return parser
 
 
@@ -84,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kyklos.worker.cli import main as worker_main
 
         return worker_main(args_list[1:])
+    if args_list and args_list[0] == "image":
+        from kyklos.image import main as image_main
+
+        return image_main(args_list[1:])
     parser = _parser()
     args = parser.parse_args(args_list)
     if args.command == "version":

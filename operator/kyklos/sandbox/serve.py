@@ -229,7 +229,8 @@ class Sandbox:
         cp.start(say, timeout=opts.ready_timeout, on_api_ready=api_ready)
         self.wait_usable(cp, started + opts.ready_timeout)
         say(
-            f"ready in {time.monotonic() - started:.1f}s: {cp.server}, {opts.nodes} node(s), "
+            f"ready in {time.monotonic() - started:.1f}s: {cp.server}, "
+            f"{'1 real node' if self.real_node else f'{opts.nodes} node(s)'}, "
             f"data in {self.data_dir}"
         )
 

@@ -16,6 +16,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -177,6 +178,20 @@ class RealNode:
         self._start_kube_proxy()
         self._start_coredns()
         self._ensure_dns_service(cp)
+        self._spawn(
+            "storage",
+            [
+                sys.executable,
+                "-m",
+                "kyklos.sandbox.realnode.storage",
+                "--kubeconfig",
+                str(cp.admin_kubeconfig),
+                "--data-dir",
+                str(self.data_dir),
+                "--parent-pid",
+                str(os.getpid()),
+            ],
+        )
         self.started = True
 
     def _env(self) -> dict[str, str]:
@@ -357,7 +372,9 @@ class RealNode:
     def stop(self, say: Say) -> None:
         """Stop the node's processes and pods, then restore the host and drop the lock."""
         by_name = {c.name: c for c in self.components}
-        first = [by_name[n].proc for n in ("kubelet", "kube-proxy", "coredns") if n in by_name]
+        first = [
+            by_name[n].proc for n in ("kubelet", "kube-proxy", "coredns", "storage") if n in by_name
+        ]
         stop_all(first, grace=10.0)
         if self.host is not None:
             # Pods go before containerd, so its shims see their containers die.
