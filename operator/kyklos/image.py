@@ -267,7 +267,8 @@ def load_into_real_node(tag: str, say: Callable[[str], None]) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kyklos-image-") as tmp:
         archive = Path(tmp) / "image.tar"
-        proc = buildah("push", tag, f"oci-archive:{archive}:{tag}")
+        # Uncompressed: the archive is read once, locally; gzip would only cost time.
+        proc = buildah("push", "--disable-compression", tag, f"oci-archive:{archive}:{tag}")
         if proc.returncode != 0:
             raise ImageError(f"buildah push failed: {_last_line(proc)}")
         proc = subprocess.run(

@@ -21,6 +21,7 @@ import errno
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -197,7 +198,7 @@ def remove_new_chains(binary: str, before: dict[str, list[str]], say: Say) -> li
         for line in proc.stdout.splitlines():
             if not line.startswith("-A "):
                 continue
-            parts = line.split()
+            parts = shlex.split(line)  # comments are quoted: "kubernetes service portals"
             chain = parts[1]
             if chain in ours:
                 continue
