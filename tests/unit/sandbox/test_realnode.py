@@ -6,6 +6,7 @@ import hashlib
 import io
 import ipaddress
 import json
+import os
 import re
 import tarfile
 import tomllib
@@ -197,3 +198,37 @@ def test_rule_targets_are_read_from_jump_and_goto() -> None:
     rule = ["-A", "PREROUTING", "-m", "comment", "--comment", "x", "-j", "KUBE-SERVICES"]
     assert _targets(rule) == ["KUBE-SERVICES"]
     assert _targets(["-A", "FORWARD", "-g", "CNI-FORWARD"]) == ["CNI-FORWARD"]
+
+
+def _serve_real(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    from kyklos.sandbox.cli import main
+
+    code = main(["serve", "--node", "real", "--kubeconfig", str(tmp_path / "kc")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return code, err
+
+
+def test_not_root_is_refused_in_one_line_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code, err = _serve_real(tmp_path, capsys)
+    assert code == 2
+    assert err == [
+        "kyklos sandbox serve: --node real needs root (it runs containerd, runc and a kubelet "
+        "and changes network settings); run as root, or use the default process node agent"
+    ]
+    assert not (tmp_path / "kc").exists()
+
+
+def test_a_missing_package_is_named_with_the_command_that_installs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kyklos.sandbox.realnode import node
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(node, "missing_packages", lambda: ["runc", "conntrack"])
+    code, err = _serve_real(tmp_path, capsys)
+    assert code == 2
+    assert len(err) == 1
+    assert "needs the Debian packages runc conntrack: apt-get install -y runc conntrack" in err[0]

@@ -54,11 +54,17 @@ class NodeError(Exception):
 
 
 def preflight() -> None:
-    """Root, overlayfs and the Debian packages; raise NodeError naming what is missing."""
+    """Root, the Debian packages, overlayfs; raise NodeError naming what is missing."""
     if os.geteuid() != 0:
         raise NodeError(
             "--node real needs root (it runs containerd, runc and a kubelet and changes "
             "network settings); run as root, or use the default process node agent"
+        )
+    missing = missing_packages()
+    if missing:
+        raise NodeError(
+            f"--node real needs the Debian packages {' '.join(missing)}: "
+            f"apt-get install -y {' '.join(missing)} (or `make node-deps` as root)"
         )
     try:
         filesystems = Path("/proc/filesystems").read_text()
@@ -68,12 +74,6 @@ def preflight() -> None:
         raise NodeError(
             "--node real needs the overlay filesystem (containerd's overlayfs snapshotter); "
             "this kernel has none (load the overlay module)"
-        )
-    missing = missing_packages()
-    if missing:
-        raise NodeError(
-            f"--node real needs the Debian packages {' '.join(missing)}: "
-            f"apt-get install -y {' '.join(missing)} (or `make node-deps` as root)"
         )
     if not Path("/proc/sys/net/bridge").is_dir():
         raise NodeError(
