@@ -226,6 +226,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             proc.wait(timeout=60)
         pytest.fail(f"the sandbox did not start; {serve_log}:\n{_tail(serve_log)}", pytrace=False)
     assert Path(first.split(": ", 1)[1].strip()) == kubeconfig
+    if REAL_NODE:
+        # No registry reaches this machine: the suite's Python image is the Debian python3
+        # base `kyklos image build` makes here, under the name the tests use.
+        subprocess.run(
+            [sys.executable, "-m", "kyklos", "image", "load", "localhost/kyklos/debian-base:bookworm",
+             "--as", "python:3.12-slim"],
+            check=True,
+            timeout=900,
+        )  # fmt: skip
     handle = Cluster(
         kubeconfig=kubeconfig,
         is_sandbox=not REAL_NODE,

@@ -248,8 +248,14 @@ def _parse_size(text: str) -> int:
     return int(float(match.group(1)) * factor)
 
 
-def load_into_real_node(tag: str, say: Callable[[str], None]) -> None:
-    """Import ``tag`` into the running real node's containerd (namespace k8s.io)."""
+def load_into_real_node(
+    tag: str, say: Callable[[str], None], aliases: tuple[str, ...] = ()
+) -> None:
+    """Import ``tag`` into the running real node's containerd (namespace k8s.io).
+
+    ``aliases``: more names for the same image (``ctr images tag``), for manifests that name
+    an image no registry can give this machine (docs/real-node.md, item 8).
+    """
     from kyklos.sandbox.realnode.build import pinned_node
     from kyklos.sandbox.realnode.host import STATE_DIR, Journal
 
@@ -289,7 +295,37 @@ def load_into_real_node(tag: str, say: Callable[[str], None]) -> None:
         )
         if proc.returncode != 0:
             raise ImageError(f"ctr images import failed: {_last_line(proc)}")
+        for alias in aliases:
+            proc = subprocess.run(
+                [
+                    str(ctr),
+                    "--address",
+                    str(socket),
+                    "--namespace",
+                    "k8s.io",
+                    "images",
+                    "tag",
+                    "--force",
+                    tag,
+                    _normalized(alias),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise ImageError(f"ctr images tag {alias} failed: {_last_line(proc)}")
     say(f"loaded {tag} into the real node's containerd in {time.monotonic() - started:.0f}s")
+
+
+def _normalized(name: str) -> str:
+    """The full reference the kubelet asks containerd for (``python:3`` -> docker.io/library)."""
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        return f"docker.io/library/{name}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{name}"
+    return name
 
 
 def main(argv: list[str]) -> int:
@@ -304,10 +340,24 @@ def main(argv: list[str]) -> int:
     build.add_argument(
         "--load", action="store_true", help="import it into the running real node's containerd"
     )
+    load = sub.add_parser("load", help="put a local image into the running real node")
+    load.add_argument("name", help="an image in kyklos's buildah storage")
+    load.add_argument("--as", dest="aliases", action="append", default=[], help="another name")
     args = parser.parse_args(argv)
 
     def say(line: str) -> None:
         print(f"image: {line}", file=sys.stderr, flush=True)
+
+    if args.command == "load":
+        try:
+            preflight(need_debootstrap=False)
+            if not image_exists(args.name):
+                raise ImageError(f"{args.name} is not in local storage (kyklos image build)")
+            load_into_real_node(args.name, say, tuple(args.aliases))
+        except ImageError as exc:
+            print(f"kyklos image: {exc}", file=sys.stderr)
+            return 2
+        return 0
 
     tag = args.tag or chart_image(repo_root())
     try:

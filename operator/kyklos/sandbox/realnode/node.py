@@ -43,7 +43,7 @@ from kyklos.sandbox.realnode.build import (
     first_existing,
     missing_packages,
 )
-from kyklos.sandbox.realnode.host import HostChanges, HostError, restore
+from kyklos.sandbox.realnode.host import HostChanges, HostError, kill_pod_processes, restore
 from kyklos.sandbox.realnode.pause import pause_archive
 
 Say = Callable[[str], None]
@@ -378,8 +378,6 @@ class RealNode:
         stop_all(first, grace=10.0)
         if self.host is not None:
             # Pods go before containerd, so its shims see their containers die.
-            from kyklos.sandbox.realnode.host import kill_pod_processes
-
             kill_pod_processes()
         if "containerd" in by_name:
             stop_all([by_name["containerd"].proc], grace=10.0)
