@@ -46,7 +46,7 @@ test: install sandbox-build e2e-prep lint
 	$(BIN)/pytest -q
 
 run: install
-	@if [ "$(NODE)" = real ]; then $(MAKE) --no-print-directory node-build image; fi
+	@if [ "$(NODE)" = real ]; then $(MAKE) --no-print-directory node-build node-deps; fi
 	PATH="$(CURDIR)/$(BIN):$$PATH" KYKLOS_NODE=$(NODE) bash hack/run.sh
 
 # Installs the real node's Debian packages when some are missing and we are root; otherwise

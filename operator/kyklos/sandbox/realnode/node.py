@@ -389,7 +389,16 @@ class RealNode:
 
 
 def _create(server: str, context: ssl.SSLContext, path: str, body: Mapping[str, object]) -> None:
-    """POST ``body``; an existing object (409) is fine (a persistent data dir)."""
+    """POST ``body`` unless it exists (a persistent data dir keeps it from the last run)."""
+    metadata = body["metadata"]
+    assert isinstance(metadata, dict)
+    try:
+        url = f"{server}{path}/{metadata['name']}"
+        with urllib.request.urlopen(url, timeout=10, context=context):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise ComponentError(f"cannot read {path}: HTTP {exc.code}") from None
     request = urllib.request.Request(
         f"{server}{path}",
         data=json.dumps(body).encode(),
