@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -178,6 +179,7 @@ class RealNode:
         self._start_kube_proxy()
         self._start_coredns()
         self._ensure_dns_service(cp)
+        self._ensure_current_api_endpoints(cp, deadline)
         self._spawn(
             "storage",
             [
@@ -348,6 +350,37 @@ class RealNode:
             slice_,
         )
 
+    def _ensure_current_api_endpoints(self, cp: ControlPlane, deadline: float) -> None:
+        """Wait until the ``kubernetes`` Service's endpoints name this API server's port.
+
+        With a persistent data dir etcd still holds the previous run's endpoints (another
+        port), which the API server's lease reconciler does not correct; pods would be
+        refused. Stale ones are deleted and the reconciler writes them anew.
+        """
+        context = cp.client_tls()
+        endpoints = "/api/v1/namespaces/default/endpoints/kubernetes"
+        slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes"
+        while True:
+            current = _get(cp.server, context, endpoints)
+            ports = [
+                port.get("port")
+                for subset in (current or {}).get("subsets", []) or []
+                for port in subset.get("ports", []) or []
+            ]
+            slice_ = _get(cp.server, context, slices)
+            slice_ports = [port.get("port") for port in (slice_ or {}).get("ports", []) or []]
+            if cp.api_port in ports and cp.api_port in slice_ports:
+                return
+            if current is not None or slice_ is not None:
+                for path in (endpoints, slices):
+                    _delete(cp.server, context, path)
+            if time.monotonic() > deadline:
+                raise ComponentError(
+                    "the kubernetes Service never got endpoints on port "
+                    f"{cp.api_port} (kube-apiserver's endpoint reconciler)"
+                )
+            time.sleep(0.5)
+
     # ---------------------------------------------------------------- supervision
 
     def _check(self, component: Component) -> None:
@@ -418,3 +451,24 @@ def _create(server: str, context: ssl.SSLContext, path: str, body: Mapping[str, 
             detail = exc.read().decode("utf-8", "replace")[:300]
             raise ComponentError(f"cannot create {path}: HTTP {exc.code} {detail}") from None
     raise ComponentError(f"cannot create {path}: the namespace never appeared")
+
+
+def _get(server: str, context: ssl.SSLContext, path: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{server}{path}", timeout=10, context=context) as resp:
+            data: dict[str, Any] = json.load(resp)
+            return data
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise ComponentError(f"cannot read {path}: HTTP {exc.code}") from None
+
+
+def _delete(server: str, context: ssl.SSLContext, path: str) -> None:
+    request = urllib.request.Request(f"{server}{path}", method="DELETE")
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise ComponentError(f"cannot delete {path}: HTTP {exc.code}") from None
