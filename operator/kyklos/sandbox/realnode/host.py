@@ -274,15 +274,21 @@ def create_cgroup_parent() -> None:
             ) from None
 
 
+def _cgroup_dirs(top: Path) -> list[Path]:
+    """``top`` and every cgroup below it; cgroups vanishing meanwhile are skipped (os.walk)."""
+    return [Path(root) for root, _dirs, _files in os.walk(top)]
+
+
 def kill_pod_processes() -> int:
     """SIGKILL every process under the node's cgroup parent; remove its cgroups; return count."""
     killed: set[int] = set()
     for _round in range(10):
         pids: set[int] = set()
         for top in _pod_cgroups():
-            for procs in top.rglob("cgroup.procs"):
+            for directory in _cgroup_dirs(top):
                 with contextlib.suppress(OSError, ValueError):
-                    pids.update(int(p) for p in procs.read_text().split())
+                    text = (directory / "cgroup.procs").read_text()
+                    pids.update(int(p) for p in text.split())
         pids.discard(os.getpid())
         if not pids:
             break
@@ -292,13 +298,9 @@ def kill_pod_processes() -> int:
         killed |= pids
         time.sleep(0.2)
     for top in _pod_cgroups():
-        for directory in sorted(
-            (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-        ):
+        for directory in sorted(_cgroup_dirs(top), key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 directory.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
     return len(killed)
 
 

@@ -408,17 +408,20 @@ class RealNode:
         first = [
             by_name[n].proc for n in ("kubelet", "kube-proxy", "coredns", "storage") if n in by_name
         ]
-        stop_all(first, grace=10.0)
-        if self.host is not None:
-            # Pods go before containerd, so its shims see their containers die.
-            kill_pod_processes()
-        if "containerd" in by_name:
-            stop_all([by_name["containerd"].proc], grace=10.0)
-        self.components.clear()
-        if self.host is not None:
-            restore(self.host.journal, say)
-            self.host.release()
-            self.host = None
+        try:
+            stop_all(first, grace=10.0)
+            if self.host is not None:
+                # Pods go before containerd, so its shims see their containers die.
+                kill_pod_processes()
+            if "containerd" in by_name:
+                stop_all([by_name["containerd"].proc], grace=10.0)
+        finally:
+            # Whatever failed above, the host is restored (restore tolerates every absence).
+            self.components.clear()
+            if self.host is not None:
+                restore(self.host.journal, say)
+                self.host.release()
+                self.host = None
 
 
 def _create(server: str, context: ssl.SSLContext, path: str, body: Mapping[str, object]) -> None:
