@@ -192,14 +192,22 @@ def build_base(say: Callable[[str], None]) -> str:
     return BASE_IMAGE
 
 
+BUILD_STAGE_TAG = "localhost/kyklos/kyklos-build-stage:cache"
+
+
 def build_image(base: str, tag: str, say: Callable[[str], None]) -> float:
-    """Build the repository's Dockerfile on ``base`` as ``tag``; return the seconds it took."""
+    """Build the repository's Dockerfile on ``base`` as ``tag``; return the seconds it took.
+
+    The Dockerfile's ``build`` stage is tagged too (``BUILD_STAGE_TAG``; a cache hit, no
+    second build): then only earlier builds' layers are dangling, and ``_prune`` removes them
+    while both stages' layer caches stay (without it every rebuild kept ~0.8 GB more).
+    """
     root = repo_root()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kyklos-image-") as tmp:
         pip_conf = Path(tmp) / "pip.conf"
         pip_conf.write_text(f"[global]\ncert = {HOST_CA_BUNDLE}\n")
-        argv = [
+        common = [
             "bud",
             "--isolation",
             "chroot",
@@ -207,31 +215,38 @@ def build_image(base: str, tag: str, say: Callable[[str], None]) -> float:
             "--layers",
             "--build-arg",
             f"PYTHON_IMAGE={base}",
-            "-t",
-            tag,
             "-f",
             str(root / "Dockerfile"),
         ]
         if HOST_CA_BUNDLE.exists():
-            argv += [
+            common += [
                 "-v",
                 f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro",
                 "-v",
                 f"{pip_conf}:/etc/pip.conf:ro",
             ]
-        argv.append(str(root))
         say(f"buildah bud {tag} on {base} (log follows)")
-        proc = subprocess.run(
-            ["buildah", *_storage_args(), *argv],
-            stdout=sys.stderr,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise ImageError(f"buildah bud failed: {lines[-1] if lines else proc.returncode}")
+        for extra in (["--target", "build", "-t", BUILD_STAGE_TAG], ["-t", tag]):
+            proc = subprocess.run(
+                ["buildah", *_storage_args(), *common, *extra, str(root)],
+                stdout=sys.stderr,
+                stderr=subprocess.PIPE,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                lines = [line for line in proc.stderr.splitlines() if line.strip()]
+                raise ImageError(f"buildah bud failed: {lines[-1] if lines else proc.returncode}")
+    _prune()
     return time.monotonic() - started
+
+
+def _prune() -> None:
+    """Remove dangling images (earlier builds), layer by layer until none is left."""
+    for _round in range(30):
+        proc = buildah("rmi", "--prune")
+        if proc.returncode != 0 or not proc.stdout.strip():
+            return
 
 
 def image_size(tag: str) -> int:
