@@ -9,7 +9,12 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install sandbox-build lint unit test run crds clean
+.PHONY: install sandbox-build lint unit test run crds clean node-deps node-build image e2e-prep
+
+# The real node (`kyklos sandbox serve --node real`, tests/e2e): Debian packages it needs.
+NODE ?= agent
+NODE_PACKAGES := runc containernetworking-plugins iptables conntrack iproute2 gcc libc6-dev \
+	buildah debootstrap
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,11 +42,35 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit -q
 
-test: install sandbox-build lint
+test: install sandbox-build e2e-prep lint
 	$(BIN)/pytest -q
 
 run: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash hack/run.sh
+	@if [ "$(NODE)" = real ]; then $(MAKE) --no-print-directory node-build node-deps; fi
+	PATH="$(CURDIR)/$(BIN):$$PATH" KYKLOS_NODE=$(NODE) bash hack/run.sh
+
+# Installs the real node's Debian packages when some are missing and we are root; otherwise
+# names them and exits 2.
+node-deps:
+	@missing=""; for p in $(NODE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "the real node needs the Debian packages$$missing (run as root: apt-get install -y$$missing)" >&2; exit 2; fi; \
+	echo "installing$$missing"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing
+
+# kubelet, kube-proxy, containerd, CoreDNS and pause (hack/node) into ~/.cache/kyklos/node/.
+node-build: install node-deps sandbox-build
+	$(BIN)/kyklos sandbox build --node real
+
+# The Kyklos image with buildah (Debian base by debootstrap); `kyklos image build --load`
+# also puts it into a running real node.
+image: install node-deps
+	$(BIN)/kyklos image build
+
+# tests/e2e needs root and overlayfs; elsewhere the e2e tests skip with that reason.
+e2e-prep: install
+	@if [ "$$(id -u)" = 0 ] && grep -qw overlay /proc/filesystems; then \
+		$(MAKE) --no-print-directory node-build image; \
+	else echo "e2e: skipped (needs root and overlayfs)"; fi
 
 clean:
 	rm -rf $(VENV) .sandbox sandbox.kubeconfig .mypy_cache .ruff_cache .pytest_cache

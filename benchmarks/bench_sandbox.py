@@ -10,6 +10,11 @@ Measures, on this machine:
   aiohttp like kopf does (sequential round trips; writes with 32 in flight);
 - pod start-to-Running latency through the node agent (bare pods, default policy);
 - resident memory (RSS) of the whole sandbox process tree, idle and with 10,000 ConfigMaps.
+
+``--real-node`` instead compares the process node agent with the real node (``serve --node
+real``: kubelet, containerd, runc, kube-proxy, CoreDNS; needs root) side by side in one run:
+start to Ready, pod create -> Running p50/p99 (the same bare pods, image pause, on each),
+idle RSS of the whole tree, and the ratios real/agent.
 """
 
 from __future__ import annotations
@@ -38,13 +43,15 @@ from kyklos.sandbox.watchdog import descendants
 SERVE = [sys.executable, "-m", "kyklos.sandbox.cli", "serve"]
 
 
-def start_sandbox(workdir: Path, nodes: int = 2) -> tuple[subprocess.Popen[str], Path, float]:
+def start_sandbox(
+    workdir: Path, nodes: int = 2, node: str = "agent"
+) -> tuple[subprocess.Popen[str], Path, float]:
     """Start a sandbox; return the process, its kubeconfig and the seconds to Ready."""
     kubeconfig = workdir / "bench.kubeconfig"
     log = open(workdir / "serve.log", "a")  # noqa: SIM115 - lives as long as the sandbox
     started = time.monotonic()
     proc = subprocess.Popen(
-        [*SERVE, "--nodes", str(nodes), "--kubeconfig", str(kubeconfig)],
+        [*SERVE, "--nodes", str(nodes), "--node", node, "--kubeconfig", str(kubeconfig)],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
@@ -161,7 +168,9 @@ async def bench_api(api: Api, namespace: str, round_trips: int, writes: int) -> 
     }
 
 
-async def bench_pods(api: Api, namespace: str, count: int) -> dict[str, float]:
+async def bench_pods(
+    api: Api, namespace: str, count: int, image: str = "nginx:1"
+) -> dict[str, float]:
     base = f"/api/v1/namespaces/{namespace}/pods"
     created: dict[str, float] = {}
     running: dict[str, float] = {}
@@ -173,7 +182,7 @@ async def bench_pods(api: Api, namespace: str, count: int) -> dict[str, float]:
             base,
             {
                 "metadata": {"name": name},
-                "spec": {"containers": [{"name": "c", "image": "nginx:1"}]},
+                "spec": {"containers": [{"name": "c", "image": image, "imagePullPolicy": "Never"}]},
             },
         )
     deadline = time.monotonic() + 120
@@ -189,6 +198,7 @@ async def bench_pods(api: Api, namespace: str, count: int) -> dict[str, float]:
     return {
         "pods_running": float(len(running)),
         "pod_p50_s": statistics.median(latencies) if latencies else float("nan"),
+        "pod_p99_s": pct(latencies, 0.99) if latencies else float("nan"),
         "pod_max_s": max(latencies) if latencies else float("nan"),
     }
 
@@ -277,6 +287,41 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> None:
         print(f"stop: {stop_sandbox(proc):.1f} s")
 
 
+async def compare_nodes(args: argparse.Namespace, workdir: Path) -> None:
+    """The process node agent and the real node, measured side by side in this run."""
+    from kyklos.sandbox.realnode.config import PAUSE_IMAGE
+
+    results: dict[str, dict[str, float]] = {}
+    for node in ("agent", "real"):
+        starts = []
+        for _ in range(args.starts - 1):
+            proc, _, seconds = start_sandbox(workdir, nodes=1, node=node)
+            starts.append(seconds)
+            stop_sandbox(proc)
+        proc, kubeconfig, seconds = start_sandbox(workdir, nodes=1, node=node)
+        starts.append(seconds)
+        try:
+            await asyncio.sleep(10)
+            row = {"start_s": statistics.median(starts), "rss_mib": tree_rss_mib(proc.pid)}
+            async with Api(kubeconfig, workdir) as api:
+                await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": "bench"}})
+                await asyncio.sleep(2)
+                row.update(await bench_pods(api, "bench", args.pods, image=PAUSE_IMAGE))
+            results[node] = row
+        finally:
+            stop_sandbox(proc)
+    agent, real = results["agent"], results["real"]
+    print(f"{'':34} {'agent':>9} {'real':>9} {'real/agent':>10}")
+    for key, label in (
+        ("start_s", "start to Ready (s, median)"),
+        ("pod_p50_s", f"pod create->Running p50 (s, {args.pods})"),
+        ("pod_p99_s", "pod create->Running p99 (s)"),
+        ("rss_mib", "idle RSS of the tree (MiB)"),
+    ):
+        print(f"{label:34} {agent[key]:9.2f} {real[key]:9.2f} {real[key] / agent[key]:10.2f}")
+    print(f"pods Running: agent {agent['pods_running']:.0f}, real {real['pods_running']:.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=3)
@@ -285,9 +330,10 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=20)
     parser.add_argument("--objects", type=int, default=10000)
     parser.add_argument("--cold-build", action="store_true")
+    parser.add_argument("--real-node", action="store_true", help="agent vs real node (root)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sandbox-") as tmp:
-        asyncio.run(main_async(args, Path(tmp)))
+        asyncio.run((compare_nodes if args.real_node else main_async)(args, Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
 #  - otherwise: start a local sandbox (real etcd, kube-apiserver, controller-manager and
 #    scheduler built from the official Go modules, plus Kyklos's node agent) and use it.
 # Ctrl-C stops the operator and the sandbox it started.
+#  - KYKLOS_NODE=real (make run NODE=real; root): the sandbox runs a real node (kubelet,
+#    containerd, runc) and the walkthrough runs in real containers: the image built by
+#    `kyklos image build --load`, the chart installed with helm, the examples applied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +24,8 @@ if [ -z "$current_kubeconfig" ] && [ -f "$HOME/.kube/config" ]; then
   current_kubeconfig="$HOME/.kube/config"
 fi
 
+NODE="${KYKLOS_NODE:-agent}"
+if [ "$NODE" = real ]; then current_kubeconfig=""; fi
 if [ -n "$current_kubeconfig" ] && kubectl --kubeconfig "$current_kubeconfig" version --request-timeout=5s >/dev/null 2>&1; then
   KCFG="$current_kubeconfig"
   TARGET=cluster
@@ -31,7 +36,7 @@ else
   mkdir -p .sandbox
   echo "kyklos: no reachable kubeconfig; starting a local sandbox (the first start builds Kubernetes from source, see README)"
   kyklos sandbox build
-  kyklos sandbox serve --kubeconfig "$KCFG" --data-dir "$PWD/.sandbox/data" > .sandbox/serve.out 2> .sandbox/serve.log &
+  kyklos sandbox serve --node "$NODE" --kubeconfig "$KCFG" --data-dir "$PWD/.sandbox/data" > .sandbox/serve.out 2> .sandbox/serve.log &
   SANDBOX_PID=$!
   for _ in $(seq 1 600); do
     grep -q '^kubeconfig: ' .sandbox/serve.out 2>/dev/null && break
@@ -44,6 +49,25 @@ else
   echo "kyklos: sandbox ready; kubeconfig: $KCFG"
 fi
 export KUBECONFIG="$KCFG"
+
+if [ "$NODE" = real ]; then
+  # The walkthrough in real containers: the image into the node's containerd, the chart
+  # (operator as a pod with its ServiceAccount), the example data on a claim, the examples.
+  image=$(kyklos image build --load | tail -n 1)
+  helm=$(python tests/helm_tool.py)
+  "$helm" upgrade --install kyklos charts/kyklos --namespace kyklos-system --create-namespace \
+    --set image.repository="${image%:*}" --set image.tag="${image##*:}" \
+    --set image.pullPolicy=Never --set logging.format=text --wait --timeout 300s
+  KYKLOS_IMAGE="$image" bash hack/load-example-data.sh cluster
+  kubectl create --save-config -f examples/ 2>&1 | grep -v AlreadyExists || true
+  echo "kyklos: the chart runs the operator on the real node; examples applied. In another terminal:"
+  echo "  export KUBECONFIG=$KCFG; kubectl get ml; kubectl get pods -A"
+  echo "Ctrl-C stops everything. The operator's log follows."
+  kubectl logs -n kyklos-system -f deployment/kyklos &
+  OPERATOR_PID=$!
+  wait "$SANDBOX_PID"
+  exit 0
+fi
 
 kubectl apply -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null

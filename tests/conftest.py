@@ -58,6 +58,9 @@ POLICY_ANNOTATION = "sandbox.kyklos.io/policy-sha256"
 NODE_PREFIX = "sandbox-node-"
 SANDBOX_START_TIMEOUT = 300.0
 REAL_CLUSTER = bool(os.environ.get("KYKLOS_TEST_KUBECONFIG"))
+# KYKLOS_TEST_NODE=real: the session's sandbox runs a real node (kubelet + containerd, needs
+# root) instead of the node agent; agent-only tests skip as on any cluster.
+REAL_NODE = os.environ.get("KYKLOS_TEST_NODE") == "real" and not REAL_CLUSTER
 
 
 # --------------------------------------------------------------------------------- cluster
@@ -140,10 +143,12 @@ def _needs_cluster(items: Sequence[pytest.Item]) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``sandbox_only`` tests on a real cluster."""
-    if not REAL_CLUSTER:
+    if not (REAL_CLUSTER or REAL_NODE):
         return
     skip = pytest.mark.skip(
         reason="needs the Kyklos sandbox node agent; KYKLOS_TEST_KUBECONFIG is a real cluster"
+        if REAL_CLUSTER
+        else "needs the Kyklos sandbox node agent; KYKLOS_TEST_NODE=real runs a real kubelet"
     )
     for item in items:
         if "sandbox_only" in item.keywords:
@@ -164,6 +169,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     try:
         ensure_built(say)
+        if REAL_NODE:
+            from kyklos.sandbox.realnode.build import ensure_node_built
+
+            ensure_node_built(say)
     except BuildError as exc:
         raise pytest.UsageError(f"cannot build the sandbox control plane: {exc}") from None
 
@@ -213,8 +222,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         str(kubeconfig),
         "--data-dir",
         str(data_dir),
-        "--kubelet-policy",
-        str(policy_file),
+        *(["--node", "real"] if REAL_NODE else ["--kubelet-policy", str(policy_file)]),
     ]
     from kyklos.sandbox.procs import die_with_parent
 
@@ -230,9 +238,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             proc.wait(timeout=60)
         pytest.fail(f"the sandbox did not start; {serve_log}:\n{_tail(serve_log)}", pytrace=False)
     assert Path(first.split(": ", 1)[1].strip()) == kubeconfig
+    if REAL_NODE:
+        # No registry reaches this machine: the suite's Python image is the Debian python3
+        # base `kyklos image build` makes here, under the name the tests use.
+        subprocess.run(
+            [sys.executable, "-m", "kyklos", "image", "load", "localhost/kyklos/debian-base:bookworm",
+             "--as", "python:3.12-slim"],
+            check=True,
+            timeout=900,
+        )  # fmt: skip
     handle = Cluster(
         kubeconfig=kubeconfig,
-        is_sandbox=True,
+        is_sandbox=not REAL_NODE,
         data_dir=data_dir,
         audit_log=data_dir / "controlplane" / "audit.log",
         policy_file=policy_file,

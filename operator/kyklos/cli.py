@@ -78,7 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "sandbox", help="a local Kubernetes control plane (build, serve)", add_help=False
     )
-    sub.add_parser("worker", help="data-plane workers (profile, drift, analyze)", add_help=False)
+    sub.add_parser(
+        "worker", help="data-plane workers (profile, drift, analyze, fetch-model)", add_help=False
+    )
+    sub.add_parser("image", help="build the Kyklos image with buildah (build)", add_help=False)
     sub.add_parser("proxy", help="the serving sidecar (metrics, request logs)", add_help=False)
     from kyklos.rolloutctl import add_parsers
 
@@ -98,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kyklos.worker.cli import main as worker_main
 
         return worker_main(args_list[1:])
+    if args_list and args_list[0] == "image":
+        from kyklos.image import main as image_main
+
+        return image_main(args_list[1:])
     if args_list and args_list[0] == "proxy":
         from kyklos.serving.proxy import main as proxy_main
 

@@ -19,6 +19,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build etcd and the control plane into the cache")
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
+    build.add_argument(
+        "--node",
+        choices=("agent", "real"),
+        default="agent",
+        help="also build the real node's kubelet, kube-proxy, containerd and CoreDNS (real)",
+    )
 
     run = sub.add_parser("serve", help="start the sandbox and print its kubeconfig path")
     run.add_argument(
@@ -45,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         help="control plane only, no nodes (for developing the control plane itself)",
     )
     run.add_argument(
+        "--node",
+        choices=("agent", "real"),
+        default="agent",
+        help="agent: the process node agent (default, fast); real: one real node on this "
+        "machine (kubelet, containerd, runc, kube-proxy, CoreDNS; needs root)",
+    )
+    run.add_argument(
         "--timeout",
         type=float,
         default=180.0,
@@ -63,6 +76,15 @@ def main(argv: list[str]) -> int:
             print(f"kyklos sandbox build: {exc}", file=sys.stderr)
             return 1
         say(f"control plane {built.version} is in {built.directory}")
+        if args.node == "real":
+            from kyklos.sandbox.realnode.build import ensure_node_built
+
+            try:
+                node = ensure_node_built(say, force=args.force)
+            except BuildError as exc:
+                print(f"kyklos sandbox build: {exc}", file=sys.stderr)
+                return 1
+            say(f"real node tools {node.version} are in {node.directory}")
         return 0
     if args.port < 0 or args.port > 65535:
         print(f"kyklos sandbox serve: --port {args.port} is not a TCP port", file=sys.stderr)
@@ -79,6 +101,7 @@ def main(argv: list[str]) -> int:
             data_dir=args.data_dir,
             node_agent=not args.no_node_agent,
             ready_timeout=args.timeout,
+            node=args.node,
         )
     )
 

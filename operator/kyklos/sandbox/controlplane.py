@@ -140,6 +140,10 @@ class ControlPlane:
     binaries: ControlPlaneBinaries
     api_port: int = 0
     components: list[Component] = field(default_factory=list)
+    # The real node (kyklos.sandbox.realnode) has the API server listen on its bridge address,
+    # so pods reach it through the `kubernetes` Service, and adds kubelet-client flags.
+    bind_address: str = "127.0.0.1"
+    apiserver_extra_args: list[str] = field(default_factory=list)
 
     @property
     def root(self) -> Path:
@@ -151,7 +155,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.bind_address}:{self.api_port}"
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -183,7 +187,10 @@ class ControlPlane:
         on a new port.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        pki = ensure_pki(self.pki.directory, SERVICE_IP)
+        loopback = self.bind_address == "127.0.0.1"
+        pki = ensure_pki(
+            self.pki.directory, SERVICE_IP, extra_ips=() if loopback else (self.bind_address,)
+        )
         explicit_port = self.api_port != 0
         if explicit_port and not port_is_free(self.api_port):
             raise PortInUseError(
@@ -303,14 +310,16 @@ class ControlPlane:
         ]
 
     def _apiserver_args(self, pki: Pki, etcd_client: int) -> list[str]:
+        # The lease reconciler refuses a loopback address for the `kubernetes` Service's
+        # endpoints; with the node agent nothing reaches the API server through that Service.
+        # On the real node's bridge address it keeps real endpoints, which pods use.
+        reconciler = "none" if self.bind_address == "127.0.0.1" else "lease"
         return [
             str(self.binaries.path("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            # The lease reconciler refuses a loopback address for the `kubernetes` Service's
-            # endpoints; nothing in the sandbox reaches the API server through that Service.
-            "--endpoint-reconciler-type=none",
+            f"--bind-address={self.bind_address}",
+            f"--advertise-address={self.bind_address}",
+            f"--endpoint-reconciler-type={reconciler}",
             f"--secure-port={self.api_port}",
             f"--tls-cert-file={pki.apiserver_cert}",
             f"--tls-private-key-file={pki.apiserver_key}",
@@ -327,6 +336,7 @@ class ControlPlane:
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
+            *self.apiserver_extra_args,
         ]
 
     def _kcm_args(self, pki: Pki, port: int) -> list[str]:

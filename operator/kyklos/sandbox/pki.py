@@ -140,8 +140,11 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def apiserver_sans(service_ip: str) -> list[x509.GeneralName]:
-    """Names the API server is reached by: loopback, and the in-cluster service names and IP."""
+def apiserver_sans(service_ip: str, extra_ips: tuple[str, ...] = ()) -> list[x509.GeneralName]:
+    """Names the API server is reached by: loopback, and the in-cluster service names and IP.
+
+    ``extra_ips``: addresses it also listens on (the real node's bridge address).
+    """
     names = [
         "localhost",
         "kubernetes",
@@ -149,7 +152,7 @@ def apiserver_sans(service_ip: str) -> list[x509.GeneralName]:
         "kubernetes.default.svc",
         "kubernetes.default.svc.cluster.local",
     ]
-    ips = ["127.0.0.1", "::1", service_ip]
+    ips = ["127.0.0.1", "::1", service_ip, *extra_ips]
     return [x509.DNSName(n) for n in names] + [
         x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips
     ]
@@ -162,10 +165,44 @@ def _complete(pki: Pki) -> bool:
     return all(f.exists() for f in files)
 
 
-def ensure_pki(directory: Path, service_ip: str, now: dt.datetime | None = None) -> Pki:
-    """Create the PKI in ``directory`` unless a complete one is there; return its paths."""
+def _serves_ips(cert_path: Path, ips: tuple[str, ...]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return not ips
+    present = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return all(str(ipaddress.ip_address(ip)) in present for ip in ips)
+
+
+def ensure_pki(
+    directory: Path,
+    service_ip: str,
+    now: dt.datetime | None = None,
+    extra_ips: tuple[str, ...] = (),
+) -> Pki:
+    """Create the PKI in ``directory`` unless a complete one is there; return its paths.
+
+    A complete PKI whose API server certificate lacks one of ``extra_ips`` gets a new
+    serving certificate from the same CA (a persistent data dir first used without a real
+    node keeps its CA and tokens).
+    """
     pki = Pki(directory)
     if _complete(pki):
+        if not _serves_ips(pki.apiserver_cert, extra_ips):
+            for path in (pki.apiserver_cert, pki.apiserver_key):
+                path.unlink()
+            issue_from_ca(
+                pki,
+                directory,
+                "apiserver",
+                ("kube-apiserver", None),
+                server_names=[],
+                server_ips=[],
+                client=False,
+                now=now,
+                sans=apiserver_sans(service_ip, extra_ips),
+            )
         return pki
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = now or dt.datetime.now(dt.UTC)
@@ -184,7 +221,7 @@ def ensure_pki(directory: Path, service_ip: str, now: dt.datetime | None = None)
         ca_key,
         now=now,
         usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-        sans=apiserver_sans(service_ip),
+        sans=apiserver_sans(service_ip, extra_ips),
     )
     _write(pki.apiserver_key, _key_pem(server_key))
     _write(pki.apiserver_cert, server_cert.public_bytes(serialization.Encoding.PEM))
@@ -211,3 +248,49 @@ def ensure_pki(directory: Path, service_ip: str, now: dt.datetime | None = None)
         ),
     )
     return pki
+
+
+def issue_from_ca(
+    pki: Pki,
+    directory: Path,
+    name: str,
+    subject: tuple[str, str | None],
+    *,
+    server_names: list[str] | None = None,
+    server_ips: list[str] | None = None,
+    client: bool = True,
+    now: dt.datetime | None = None,
+    sans: list[x509.GeneralName] | None = None,
+) -> tuple[Path, Path]:
+    """Sign a certificate for ``subject`` (CN, O) with the sandbox CA into ``directory``.
+
+    Used for the real node's components (the kubelet's client and serving certificates,
+    kube-proxy, CoreDNS, the API server's kubelet client). An existing pair is reused.
+    """
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{pki.ca_key} is not an ECDSA key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+    sans = list(sans or [])
+    sans += [x509.DNSName(n) for n in server_names or []]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips or []]
+    if sans:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    cert = _issue(
+        _name(*subject),
+        key.public_key(),
+        ca_cert.subject,
+        ca_key,
+        now=now or dt.datetime.now(dt.UTC),
+        usages=usages,
+        sans=sans or None,
+    )
+    _write(key_path, _key_pem(key))
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path

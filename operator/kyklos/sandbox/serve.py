@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -43,11 +44,22 @@ from kyklos.sandbox.controlplane import (
 )
 from kyklos.sandbox.procs import log_tail, spawn, stop_all
 
+if TYPE_CHECKING:
+    from kyklos.sandbox.realnode.node import RealNode
+
 NODE_AGENT_MODULE = "kyklos.sandbox.nodeagent"
 
 
 class SandboxError(Exception):
     """A one-line (plus optional log tail) reason why the sandbox cannot run."""
+
+    exit_code = 1
+
+
+class UnsupportedHostError(SandboxError):
+    """This machine cannot run what was asked (``--node real``: not root, a missing package)."""
+
+    exit_code = 2
 
 
 class _Stop(BaseException):
@@ -65,6 +77,8 @@ class ServeOptions:
     data_dir: Path | None = None
     node_agent: bool = True
     ready_timeout: float = 180.0
+    # "agent": the process node agent (default); "real": kubelet + containerd (realnode).
+    node: str = "agent"
 
 
 def say(line: str) -> None:
@@ -136,7 +150,12 @@ class Sandbox:
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.control_plane: ControlPlane | None = None
         self.agent: subprocess.Popen[bytes] | None = None
+        self.real_node: RealNode | None = None
         self.started = time.monotonic()
+
+    @property
+    def real(self) -> bool:
+        return self.options.node == "real" and self.options.node_agent
 
     @property
     def agent_log(self) -> Path:
@@ -147,6 +166,10 @@ class Sandbox:
         argv = [sys.executable, "-m", "kyklos.sandbox.watchdog", "--pid", str(os.getpid())]
         if self.temp_dir is not None:
             argv += ["--remove", str(self.temp_dir)]
+        if self.real:
+            from kyklos.sandbox.realnode.host import STATE_DIR
+
+            argv += ["--real-node-state", str(STATE_DIR)]
         # stdout to /dev/null: a reader of serve's stdout must see EOF when serve exits.
         self.watchdog = subprocess.Popen(
             argv,
@@ -160,6 +183,13 @@ class Sandbox:
         """Build, start everything and wait until the cluster is usable."""
         opts = self.options
         validate_policy(opts.kubelet_policy)
+        if self.real:
+            from kyklos.sandbox.realnode.node import NodeError, preflight
+
+            try:
+                preflight()
+            except NodeError as exc:
+                raise UnsupportedHostError(str(exc)) from None
         if opts.node_agent and importlib.util.find_spec(NODE_AGENT_MODULE) is None:
             raise SandboxError(f"the node agent module {NODE_AGENT_MODULE} is not installed")
         if opts.port and not port_is_free(opts.port):
@@ -175,6 +205,9 @@ class Sandbox:
             raise SandboxError(f"cannot build the control plane: {exc}") from None
         started = self.started = time.monotonic()
         cp = ControlPlane(self.data_dir, binaries, api_port=opts.port)
+        if self.real:
+            self.prepare_real_node(cp)
+            started = self.started = time.monotonic()
         self.control_plane = cp
 
         def api_ready() -> None:
@@ -188,15 +221,40 @@ class Sandbox:
             )
             self.kubeconfig_text = yaml.safe_dump(config, sort_keys=False)
             write_private(self.kubeconfig_path, self.kubeconfig_text)
-            if opts.node_agent:
+            if self.real_node is not None:
+                self.real_node.start(cp, say, started + opts.ready_timeout)
+            elif opts.node_agent:
                 self.start_agent(cp)
 
         cp.start(say, timeout=opts.ready_timeout, on_api_ready=api_ready)
         self.wait_usable(cp, started + opts.ready_timeout)
         say(
-            f"ready in {time.monotonic() - started:.1f}s: {cp.server}, {opts.nodes} node(s), "
+            f"ready in {time.monotonic() - started:.1f}s: {cp.server}, "
+            f"{'1 real node' if self.real_node else f'{opts.nodes} node(s)'}, "
             f"data in {self.data_dir}"
         )
+
+    def prepare_real_node(self, cp: ControlPlane) -> None:
+        """Build the node's tools, take the machine's real-node lock, set up the bridge."""
+        from kyklos.sandbox.controlplane import SERVICE_IP
+        from kyklos.sandbox.pki import ensure_pki
+        from kyklos.sandbox.realnode import config
+        from kyklos.sandbox.realnode.build import ensure_node_built
+        from kyklos.sandbox.realnode.node import NodeError, RealNode
+
+        try:
+            node_binaries = ensure_node_built(say)
+        except BuildError as exc:
+            raise SandboxError(f"cannot build the real node: {exc}") from None
+        node = RealNode(self.data_dir, node_binaries)
+        try:
+            node.prepare(say)
+        except NodeError as exc:
+            raise UnsupportedHostError(str(exc)) from None
+        self.real_node = node
+        pki = ensure_pki(cp.pki.directory, SERVICE_IP, extra_ips=(config.NODE_IP,))
+        cp.bind_address = config.NODE_IP
+        cp.apiserver_extra_args = node.apiserver_args(pki)
 
     def start_agent(self, cp: ControlPlane) -> None:
         """Start the node agent as a child that dies with serve."""
@@ -223,6 +281,8 @@ class Sandbox:
         context = cp.client_tls()
         since = time.time() - (time.monotonic() - self.started)
         want_nodes = self.options.nodes if self.options.node_agent else 0
+        if self.real_node is not None:
+            want_nodes = 1
         while True:
             self.check_children()
             nodes = _api_get(cp, context, "/api/v1/nodes") if want_nodes else None
@@ -240,9 +300,8 @@ class Sandbox:
                     if len(ready) < want_nodes
                     else "no default ServiceAccount (kube-controller-manager)"
                 )
-                log = (
-                    self.agent_log if len(ready) < want_nodes else cp.log("kube-controller-manager")
-                )
+                node_log = self.real_node.kubelet_log if self.real_node else self.agent_log
+                log = node_log if len(ready) < want_nodes else cp.log("kube-controller-manager")
                 raise ComponentError(
                     f"the cluster did not become usable: {what}; last lines of {log}:\n"
                     f"{log_tail(log)}"
@@ -259,6 +318,13 @@ class Sandbox:
                     f"{gone.name} exited with code {gone.proc.returncode}; "
                     f"last lines of {gone.log}:\n{log_tail(gone.log)}"
                 )
+        if self.real_node is not None:
+            node_gone = self.real_node.exited()
+            if node_gone is not None:
+                raise ComponentError(
+                    f"{node_gone.name} exited with code {node_gone.proc.returncode}; "
+                    f"last lines of {node_gone.log}:\n{log_tail(node_gone.log)}"
+                )
         if self.agent is not None and self.agent.poll() is not None:
             raise ComponentError(
                 f"the node agent exited with code {self.agent.returncode}; "
@@ -271,6 +337,11 @@ class Sandbox:
             # The agent stops its pods (SIGTERM, then SIGKILL after their grace period).
             stop_all([self.agent], grace=35.0)
             self.agent = None
+        if self.real_node is not None:
+            # Before the control plane, and before a temporary data dir is removed: the node's
+            # mounts live under it.
+            self.real_node.stop(say)
+            self.real_node = None
         if self.control_plane is not None:
             self.control_plane.stop()
         if self.kubeconfig_text is not None:
@@ -312,7 +383,7 @@ def serve(options: ServeOptions) -> int:
         say("stopping")
     except (SandboxError, ComponentError) as exc:
         print(f"kyklos sandbox serve: {exc}", file=sys.stderr, flush=True)
-        code = 1
+        code = exc.exit_code if isinstance(exc, SandboxError) else 1
     except OSError as exc:  # e.g. an unwritable --kubeconfig or --data-dir
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"kyklos sandbox serve: {exc.strerror or exc}{where}", file=sys.stderr, flush=True)

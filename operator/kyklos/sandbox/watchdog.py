@@ -99,7 +99,9 @@ def kill_tree(snapshot: set[ProcKey], exclude: int) -> int:
     return killed
 
 
-def watch(pid: int, remove: Path | None, interval: float = 0.5) -> int:
+def watch(
+    pid: int, remove: Path | None, interval: float = 0.5, real_node_state: Path | None = None
+) -> int:
     """Snapshot ``pid``'s tree until stdin closes, then kill what is left and clean up."""
     me = os.getpid()
     own = _stat(me)
@@ -115,6 +117,14 @@ def watch(pid: int, remove: Path | None, interval: float = 0.5) -> int:
         if readable and not os.read(stdin, 4096):
             break  # EOF: serve is gone
     kill_tree(snapshot, exclude=me)
+    if real_node_state is not None:
+        # serve died without restoring the host: containers (re-parented away from its tree),
+        # mounts, iptables chains, the bridge and sysctls are put back from its journal. This
+        # must precede removing the data dir, which the node's mounts live under.
+        from kyklos.sandbox.realnode.host import restore_from_state
+
+        with contextlib.suppress(Exception):
+            restore_from_state(real_node_state, pid, lambda _line: None)
     if remove is not None:
         shutil.rmtree(remove, ignore_errors=True)
     return 0
@@ -125,12 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kyklos.sandbox.watchdog")
     parser.add_argument("--pid", type=int, required=True, help="the serve process to watch")
     parser.add_argument("--remove", type=Path, help="directory to delete after the clean-up")
+    parser.add_argument(
+        "--real-node-state", type=Path, help="restore the real node's host journal kept here"
+    )
     args = parser.parse_args(argv)
     # Ignore the terminal's signals: a Ctrl-C reaches the whole foreground group, and the
     # watchdog must stay to clean up after serve, which handles the signal itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return watch(args.pid, args.remove)
+    return watch(args.pid, args.remove, real_node_state=args.real_node_state)
 
 
 if __name__ == "__main__":
