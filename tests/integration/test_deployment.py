@@ -364,7 +364,7 @@ def _write_tj_status(ky: Kyklos, name: str, status: dict[str, Any], *, accepted:
     condition = {
         "type": "ModelAccepted",
         "status": "True" if accepted else "False",
-        "reason": "ThresholdMet" if accepted else "ThresholdNotMet",
+        "reason": "ThresholdMet" if accepted else "BelowThreshold",
         "message": "accuracy 0.95 >= 0.9" if accepted else "accuracy 0.5 < 0.9",
         "lastTransitionTime": "2026-11-23T12:01:00Z",
     }

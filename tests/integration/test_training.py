@@ -364,12 +364,12 @@ def test_a_model_below_the_threshold_is_rejected(
     assert gate is not None
     assert (gate["status"], gate["reason"], gate["message"]) == (
         "False",
-        "ThresholdNotMet",
+        "BelowThreshold",
         "accuracy 0.61 < 0.9",
     )
     assert status["evaluation"]["accepted"] is False
-    assert ("Warning", "ThresholdNotMet", "accuracy 0.61 < 0.9") in wait_event(
-        k8s, namespace, "weak", "ThresholdNotMet"
+    assert ("Warning", "BelowThreshold", "accuracy 0.61 < 0.9") in wait_event(
+        k8s, namespace, "weak", "BelowThreshold"
     )
 
 

@@ -145,7 +145,7 @@ class Reason(StrEnum):
     METRICS_INVALID = "MetricsInvalid"
     METRIC_MISSING = "MetricMissing"
     THRESHOLD_MET = "ThresholdMet"
-    THRESHOLD_NOT_MET = "ThresholdNotMet"
+    BELOW_THRESHOLD = "BelowThreshold"
     NO_EVALUATION = "NoEvaluation"
     INVALID_SPEC = "InvalidSpec"
     # ModelDeployment

@@ -335,7 +335,7 @@ class EvaluationResult(KyklosModel):
     verdict: str | None = Field(
         default=None,
         description=(
-            "The ModelAccepted reason (ThresholdMet, ThresholdNotMet, BeatsChampion, "
+            "The ModelAccepted reason (ThresholdMet, BelowThreshold, BeatsChampion, "
             "NotBetterThanChampion, NoChampion, ChampionEvaluationFailed, EvaluationFailed, "
             "MetricMissing), or Evaluating while the evaluation Job runs."
         ),

@@ -211,7 +211,7 @@ def verdict(
     compare = evaluation.compare_to
     if compare is None:
         return Verdict(
-            passes, Reason.THRESHOLD_MET if passes else Reason.THRESHOLD_NOT_MET, bar, value
+            passes, Reason.THRESHOLD_MET if passes else Reason.BELOW_THRESHOLD, bar, value
         )
     deployment = compare.model_deployment_ref.name
     if champion is None:
@@ -254,7 +254,7 @@ def verdict(
         "relative_delta": relative,
     }
     if not passes:
-        return Verdict(False, Reason.THRESHOLD_NOT_MET, f"{bar}; {compared}", **numbers)
+        return Verdict(False, Reason.BELOW_THRESHOLD, f"{bar}; {compared}", **numbers)
     missing = []
     if not delta > 0:
         missing.append("better than the champion")

@@ -38,7 +38,7 @@ crash.
 
 **Evaluation gate.** With ``spec.evaluation`` (``metric``, ``threshold``, ``direction`` max | min)
 a succeeded training gets condition ``ModelAccepted``: True ``ThresholdMet`` (``accuracy 0.93 >=
-0.9``), False ``ThresholdNotMet`` (``accuracy 0.81 < 0.9``) or False ``MetricMissing``. Without
+0.9``), False ``BelowThreshold`` (``accuracy 0.81 < 0.9``) or False ``MetricMissing``. Without
 an evaluation a succeeded training's model is accepted (True, ``NoEvaluation``); a failed one's is
 not (False, ``Failed``). Consumers (ModelDeployment ``fromTrainingJob``, DriftMonitor retraining)
 use ``status.modelUri`` once ``ModelAccepted`` is True. With ``evaluation.datasetRef``,
@@ -157,7 +157,7 @@ WARNING_REASONS = frozenset(
         Reason.FAILED,
         Reason.BACKOFF_LIMIT_EXCEEDED,
         Reason.DEADLINE_EXCEEDED,
-        Reason.THRESHOLD_NOT_MET,
+        Reason.BELOW_THRESHOLD,
         Reason.METRIC_MISSING,
         Reason.METRICS_INVALID,
         Reason.POD_UNSCHEDULABLE,
@@ -703,14 +703,14 @@ def evaluate(evaluation: Evaluation | None, metrics: Mapping[str, float] | None)
         accepted, op = value >= threshold, (">=" if value >= threshold else "<")
     return Verdict(
         accepted,
-        Reason.THRESHOLD_MET if accepted else Reason.THRESHOLD_NOT_MET,
+        Reason.THRESHOLD_MET if accepted else Reason.BELOW_THRESHOLD,
         f"{metric} {_fmt(value)} {op} {_fmt(threshold)}",
         {
             "metric": metric,
             "value": value,
             "threshold": threshold,
             "accepted": accepted,
-            "verdict": (Reason.THRESHOLD_MET if accepted else Reason.THRESHOLD_NOT_MET).value,
+            "verdict": (Reason.THRESHOLD_MET if accepted else Reason.BELOW_THRESHOLD).value,
         },
     )
 

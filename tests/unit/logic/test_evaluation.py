@@ -111,7 +111,7 @@ def scores(value: float | None, **more: float) -> Scores:
 VERDICTS = [
     # (id, gate extras, challenger, champion, accepted, reason)
     ("threshold-met", {}, scores(0.8), None, True, "ThresholdMet"),
-    ("threshold-not-met", {}, scores(0.4), None, False, "ThresholdNotMet"),
+    ("threshold-not-met", {}, scores(0.4), None, False, "BelowThreshold"),
     ("beats", compare(), scores(0.88), scores(0.83), True, "BeatsChampion"),
     ("worse", compare(), scores(0.78), scores(0.83), False, "NotBetterThanChampion"),
     ("tie-keeps-champion", compare(), scores(0.83), scores(0.83), False, "NotBetterThanChampion"),
@@ -182,7 +182,7 @@ VERDICTS = [
         scores(0.01),
         scores(0.0),
         False,
-        "ThresholdNotMet",
+        "BelowThreshold",
     ),
     (
         "zero-champion-better-low-bar",
@@ -210,7 +210,7 @@ VERDICTS = [
         "BeatsChampion",
     ),
     # the absolute bar still applies with compareTo
-    ("beats-but-below-bar", compare(), scores(0.45), scores(0.3), False, "ThresholdNotMet"),
+    ("beats-but-below-bar", compare(), scores(0.45), scores(0.3), False, "BelowThreshold"),
     # missing and non-finite metrics
     ("challenger-missing", compare(), scores(None, loss=0.2), scores(0.8), False, "MetricMissing"),
     ("challenger-nan", compare(), scores(math.nan), scores(0.8), False, "MetricMissing"),

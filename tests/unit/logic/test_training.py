@@ -385,7 +385,7 @@ def test_no_message_means_no_metrics_and_no_error() -> None:
             {"metric": "accuracy", "threshold": 0.9},
             {"accuracy": 0.8},
             False,
-            "ThresholdNotMet",
+            "BelowThreshold",
             "accuracy 0.8 < 0.9",
         ),
         (
@@ -399,7 +399,7 @@ def test_no_message_means_no_metrics_and_no_error() -> None:
             {"metric": "loss", "threshold": 0.3, "direction": "min"},
             {"loss": 0.4},
             False,
-            "ThresholdNotMet",
+            "BelowThreshold",
             "loss 0.4 > 0.3",
         ),
         (
@@ -832,13 +832,13 @@ def test_rejected_model() -> None:
     assert gate is not None
     assert (gate["status"], gate["reason"], gate["message"]) == (
         "False",
-        "ThresholdNotMet",
+        "BelowThreshold",
         "accuracy 0.8 < 0.9",
     )
     assert decision.status["phase"] == "Succeeded"
     assert [(e.reason, e.warning) for e in decision.events] == [
         ("Succeeded", False),
-        ("ThresholdNotMet", True),
+        ("BelowThreshold", True),
     ]
 
 
