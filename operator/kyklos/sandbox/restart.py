@@ -100,7 +100,11 @@ def request_restart(
 
 
 def serve_restart_requests(cp: ControlPlane, say: Callable[[str], None]) -> None:
-    """Carry out every pending restart request (called from serve's supervision loop)."""
+    """Carry out every pending restart request (called from serve's supervision loop).
+
+    Call it from the main thread: the restarted child's parent-death signal follows the
+    thread that forks it (``kyklos.sandbox.procs``).
+    """
     directory = restart_dir(cp.data_dir)
     if not directory.is_dir():
         return
