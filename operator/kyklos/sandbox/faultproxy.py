@@ -27,7 +27,8 @@ from aiohttp import web
 
 #: Request headers passed on to the API server (hop-by-hop ones and Host are not).
 _FORWARDED_REQUEST = ("authorization", "content-type", "accept", "user-agent", "impersonate-user")
-#: Response headers passed back.
+#: Response headers passed back. Not Content-Encoding: the session decompresses what the API
+#: server gzipped (it does for large lists), and the body goes back as plain bytes.
 _FORWARDED_RESPONSE = ("content-type", "retry-after", "audit-id", "warning")
 
 _REASONS = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
@@ -113,7 +114,6 @@ class FaultProxy:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
             connector=aiohttp.TCPConnector(ssl=self._tls, limit=0),
-            auto_decompress=False,
         )
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
