@@ -235,14 +235,17 @@ def listing(api: Any, plural: str) -> list[dict[str, Any]]:
 class CheckClock:
     """Follows every monitor's announced ``nextCheckTime`` and every check Job's creation.
 
-    A check's lateness is when its Job appeared minus the ``nextCheckTime`` its monitor had
-    announced (the first check of a monitor, due at creation, is not counted).
+    A check's lateness is its Job's creationTimestamp minus the last ``nextCheckTime`` its
+    monitor announced before it (the first check of a monitor, due at creation, is not
+    counted). Both are whole seconds.
     """
 
     def __init__(self, api: Any, fast: set[str]) -> None:
         self.api = api
         self.fast = fast
-        self.due: dict[str, float] = {}
+        #: Every nextCheckTime each monitor announced (the status moves on to the next one
+        #: when a check starts, often before the check Job's own event arrives here).
+        self.due: dict[str, set[float]] = {}
         self.late: dict[str, list[float]] = {"1m": [], "10m": []}
         self.seen_jobs: set[str] = set()
         self.measured: set[str] = set()
@@ -272,7 +275,7 @@ class CheckClock:
                     nxt = (obj.get("status") or {}).get("nextCheckTime")
                     if nxt:
                         with self._lock:
-                            self.due[obj["metadata"]["name"]] = ts(nxt)
+                            self.due.setdefault(obj["metadata"]["name"], set()).add(ts(nxt))
                     if self._stop.is_set():
                         return
             except Exception as exc:  # closed under load or by a restart; list again
@@ -298,9 +301,12 @@ class CheckClock:
                     owner = job.metadata.labels["kyklos.io/driftmonitor"]
                     created = job.metadata.creation_timestamp.timestamp()
                     with self._lock:
-                        due = self.due.get(owner)
-                    # A Job created before its monitor ever announced a time is the first check.
-                    if due is not None and created >= due - 5:
+                        # The last time announced before this Job; none for the first check.
+                        # (Whole seconds on both sides: 1 s of slack.)
+                        due = max(
+                            (d for d in self.due.get(owner, ()) if d <= created + 1), default=None
+                        )
+                    if due is not None:
                         key = "1m" if owner in self.fast else "10m"
                         self.late[key].append(max(0.0, created - due))
                         self.measured.add(owner)
