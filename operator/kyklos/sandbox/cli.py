@@ -63,7 +63,45 @@ def _parser() -> argparse.ArgumentParser:
         default=180.0,
         help="seconds to wait for the cluster to become ready (default 180)",
     )
+    _add_restart_parser(sub)
     return parser
+
+
+def _add_restart_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from kyklos.sandbox.restart import COMPONENTS, SIGNALS
+
+    restart = sub.add_parser(
+        "restart",
+        help="kill one control-plane component of a running sandbox and start it again "
+        "on the same data (the running serve does it)",
+    )
+    restart.add_argument("component", choices=COMPONENTS)
+    restart.add_argument(
+        "--data-dir", type=Path, required=True, help="the --data-dir of the running serve"
+    )
+    restart.add_argument(
+        "--signal", choices=sorted(SIGNALS), default="KILL", help="how to stop it (default KILL)"
+    )
+    restart.add_argument(
+        "--timeout", type=float, default=180.0, help="seconds to wait for it (default 180)"
+    )
+
+
+def _restart(args: argparse.Namespace) -> int:
+    from kyklos.sandbox.restart import RestartError, request_restart
+
+    try:
+        result = request_restart(
+            args.data_dir, args.component, kill_signal=args.signal, timeout=args.timeout
+        )
+    except RestartError as exc:
+        print(f"kyklos sandbox restart: {exc}", file=sys.stderr)
+        return 1
+    if not result.ok:
+        print(f"kyklos sandbox restart: {result.message}", file=sys.stderr)
+        return 1
+    say(f"{args.component}: {result.message} after {result.down_seconds:.1f}s")
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -86,6 +124,8 @@ def main(argv: list[str]) -> int:
                 return 1
             say(f"real node tools {node.version} are in {node.directory}")
         return 0
+    if args.command == "restart":
+        return _restart(args)
     if args.port < 0 or args.port > 65535:
         print(f"kyklos sandbox serve: --port {args.port} is not a TCP port", file=sys.stderr)
         return 2

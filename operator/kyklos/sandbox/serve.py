@@ -43,6 +43,7 @@ from kyklos.sandbox.controlplane import (
     write_private,
 )
 from kyklos.sandbox.procs import log_tail, spawn, stop_all
+from kyklos.sandbox.restart import serve_restart_requests
 
 if TYPE_CHECKING:
     from kyklos.sandbox.realnode.node import RealNode
@@ -378,6 +379,8 @@ def serve(options: ServeOptions) -> int:
         print(f"kubeconfig: {sandbox.kubeconfig_path}", flush=True)
         while True:
             time.sleep(0.5)
+            if sandbox.control_plane is not None:  # `kyklos sandbox restart` requests
+                serve_restart_requests(sandbox.control_plane, say)
             sandbox.check_children()
     except _Stop:
         say("stopping")
