@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 BUILD_TARGETS = (
@@ -47,21 +48,23 @@ class BuildError(Exception):
 
 
 @dataclass(frozen=True)
-class ControlPlaneBinaries:
-    """Paths of the four control-plane binaries of one Kubernetes version."""
+class BuiltBinaries:
+    """Paths of a set of binaries built into one cache directory, with its build stamp."""
 
     version: str
     directory: Path
+    #: The binaries the set consists of.
+    NAMES: ClassVar[tuple[str, ...]] = ()
 
     def path(self, name: str) -> Path:
-        """Return the path of one binary (``etcd``, ``kube-apiserver``, ...)."""
-        if name not in BINARIES:
+        """Return the path of one binary of the set."""
+        if name not in self.NAMES:
             raise KeyError(name)
         return self.directory / name
 
     def present(self, fingerprint: str | None = None) -> bool:
         """True when every binary exists (and, given a fingerprint, was built from it)."""
-        if not all(os.access(self.directory / name, os.X_OK) for name in BINARIES):
+        if not all(os.access(self.directory / name, os.X_OK) for name in self.NAMES):
             return False
         if fingerprint is None:
             return True
@@ -70,6 +73,13 @@ class ControlPlaneBinaries:
         except (OSError, ValueError):
             return False
         return isinstance(stamp, dict) and stamp.get("fingerprint") == fingerprint
+
+
+@dataclass(frozen=True)
+class ControlPlaneBinaries(BuiltBinaries):
+    """Paths of the four control-plane binaries of one Kubernetes version."""
+
+    NAMES: ClassVar[tuple[str, ...]] = BINARIES
 
 
 def source_dir() -> Path:

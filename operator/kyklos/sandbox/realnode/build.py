@@ -26,9 +26,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from kyklos.sandbox.build import (
     BuildError,
+    BuiltBinaries,
     _last_error_line,
     _locked,
     build_flags,
@@ -92,29 +94,10 @@ def source_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class NodeBinaries:
-    """Paths of the real node's built tools."""
+class NodeBinaries(BuiltBinaries):
+    """Paths of the real node's built tools (``kubelet``, ``containerd``, ``pause`` ...)."""
 
-    version: str
-    directory: Path
-
-    def path(self, name: str) -> Path:
-        """Path of one tool (``kubelet``, ``containerd``, ``pause`` ...)."""
-        if name not in BINARIES:
-            raise KeyError(name)
-        return self.directory / name
-
-    def present(self, fingerprint: str | None = None) -> bool:
-        """True when every tool exists (and, given a fingerprint, was built from it)."""
-        if not all(os.access(self.directory / name, os.X_OK) for name in BINARIES):
-            return False
-        if fingerprint is None:
-            return True
-        try:
-            stamp = json.loads((self.directory / STAMP).read_text())
-        except (OSError, ValueError):
-            return False
-        return isinstance(stamp, dict) and stamp.get("fingerprint") == fingerprint
+    NAMES: ClassVar[tuple[str, ...]] = BINARIES
 
 
 def pinned_node(src: Path | None = None, cache: Path | None = None) -> NodeBinaries:
