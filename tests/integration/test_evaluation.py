@@ -89,6 +89,8 @@ def deployment(name: str, model: dict[str, Any]) -> dict[str, Any]:
             "model": model,
             "runtime": {"image": "registry.test/churn-server:1", "port": 8080},
             "replicas": 1,
+            # A scripted server (the kubelet policy's serve) listens nowhere: no proxy.
+            "observability": {"proxy": False},
         },
     }
 

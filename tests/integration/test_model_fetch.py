@@ -85,6 +85,8 @@ def _model_deployment(name: str, uri: str, port: int) -> dict[str, Any]:
                 "port": port,
                 "healthPath": "/",
             },
+            # The server listens on runtime.port itself: no serving proxy in front.
+            "observability": {"proxy": False},
             "progressDeadlineSeconds": 300,
         },
     }

@@ -53,6 +53,8 @@ def test_kubectl_scale_and_an_hpa_on_the_scale_subresource(
                 "model": {"uri": "file:///models/iris/1"},  # a path: no download
                 "runtime": {"image": SERVE, "args": ["netexec", "--http-port=8080"], "port": 8080},
                 "replicas": 1,
+                # The server listens on runtime.port itself: no serving proxy in front.
+                "observability": {"proxy": False},
             },
         },
     )

@@ -205,6 +205,8 @@ def test_training_and_serving_pods_land_on_the_tainted_gpu_node(
                     "template": template(pool, taint),
                 },
                 "replicas": 2,
+                # The server listens on runtime.port itself: no serving proxy in front.
+                "observability": {"proxy": False},
             },
         },
     )
