@@ -45,11 +45,17 @@ def max_restarts(spec: TrainingJobSpec) -> int:
 
 
 def restarts_of(trainingjob: Mapping[str, Any], job: Mapping[str, Any] | None = None) -> int:
-    """Restarts so far: the current Job's annotation, or the count status recorded."""
+    """Restarts before ``job`` ran: its own attempt annotation; without a Job, the status count.
+
+    A failed Job's annotation says which attempt failed, so deciding on it again (the index
+    can still show the old Job after status already counts its restart) restarts nothing new.
+    """
     annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
     recorded = int(((trainingjob.get("status") or {}).get("restarts")) or 0)
+    if RESTART_ANNOTATION not in annotations:
+        return recorded
     try:
-        return max(recorded, int(annotations.get(RESTART_ANNOTATION, 0)))
+        return int(annotations[RESTART_ANNOTATION])
     except ValueError:
         return recorded
 

@@ -125,3 +125,14 @@ def test_a_single_worker_job_fails_as_before() -> None:
     assert "podFailurePolicy" not in first.create_job["spec"]
     tj, decided = step(tj, failed_by_policy(first.create_job))
     assert decided.delete_job is None and tj["status"]["phase"] == "Failed"
+
+
+def test_a_failed_attempt_seen_again_counts_the_same_restart() -> None:
+    """The index may still show the failed Job after status counted its restart."""
+    from kyklos.logic.gang import RESTART_ANNOTATION, restarts_of
+
+    failed = {"metadata": {"annotations": {RESTART_ANNOTATION: "0"}}}
+    counted = {"status": {"restarts": 1}}
+    assert restarts_of(counted, failed) == 0
+    assert restarts_of(counted) == 1
+    assert restarts_of({"status": {}}, {"metadata": {}}) == 0
