@@ -84,10 +84,6 @@ class Objects(Generic[M]):
         with self._guard:
             self._records.pop(key, None)
 
-    def keys(self) -> list[Hashable]:
-        with self._guard:
-            return list(self._records)
-
 
 def write_status(
     res: client.Resource,
