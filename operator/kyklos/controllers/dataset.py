@@ -13,7 +13,6 @@ leaves it to the next watch event), then post one Event per transition.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 from collections.abc import Iterable, Mapping
@@ -24,7 +23,7 @@ from typing import Any
 import kopf
 
 from kyklos.api.dataset import DatasetPhase
-from kyklos.controllers import client, config, metrics, runtime, status
+from kyklos.controllers import client, config, metrics, runtime, status, threads
 from kyklos.logic import dataset as logic
 from kyklos.logic.naming import MANAGED_BY, label_value, owner_label
 from kyklos.logic.pods import diagnosis_view
@@ -282,4 +281,4 @@ async def dataset_clock(
             continue
         if refresh_due:
             memory.last_check = now
-        await asyncio.to_thread(_reconcile_key, key, kwargs, refresh_due=refresh_due)
+        await threads.run(_reconcile_key, key, kwargs, refresh_due=refresh_due)

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kyklos.api.common import API_VERSION, ConditionStatus, ConditionType, Reason
 from kyklos.api.drift import DriftMonitorSpec
-from kyklos.controllers import client, config, metrics, runtime
+from kyklos.controllers import client, config, metrics, runtime, threads
 from kyklos.controllers.status import emit
 from kyklos.logic.conditions import Event, set_condition
 from kyklos.logic.drift import (
@@ -297,7 +297,7 @@ async def monitor_daemon(
     try:
         while not stopped:
             waker.clear()
-            delay = await asyncio.to_thread(_safe_reconcile, key[0], name, memory)
+            delay = await threads.run(_safe_reconcile, key[0], name, memory)
             await _sleep(stopped, waker, min(delay if delay is not None else MAX_SLEEP, MAX_SLEEP))
     finally:
         if _wakers.get(key) is waker:
