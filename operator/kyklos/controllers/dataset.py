@@ -53,6 +53,9 @@ class _Memory(runtime.Memory):
     last_check: datetime | None = None  # when the last refresh was started
     run_floor: int = 0  # refresh Jobs created so far take lower numbers
     retry: bool = False  # the last reconcile failed or asked to be repeated
+    retry_delay: float = (
+        0.0  # after a failure: the backoff the log announced, which the daemon waits
+    )
 
 
 _objects: runtime.Objects[_Memory] = runtime.Objects(_Memory)
@@ -141,7 +144,8 @@ def reconcile(
         except Exception as exc:
             memory.retry = True
             memory.failures += 1
-            runtime.log_failure(KIND, namespace, name, exc, runtime.retry_after(memory.failures))
+            memory.retry_delay = runtime.retry_after(memory.failures)
+            runtime.log_failure(KIND, namespace, name, exc, memory.retry_delay)
 
 
 def _reconcile_locked(
@@ -265,7 +269,7 @@ async def dataset_clock(
         unsettled = memory.retry or not logic.is_settled(live)
         delay = RESYNC_SECONDS if unsettled else IDLE_SECONDS
         if memory.failures:
-            delay = runtime.retry_after(memory.failures)
+            delay = memory.retry_delay
         if due is not None:
             delay = min(delay, max((due - now).total_seconds(), 0.0))
         if delay > 0:
