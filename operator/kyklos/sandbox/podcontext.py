@@ -65,6 +65,20 @@ class NodeContext:
     stopping: threading.Event = field(default_factory=threading.Event)
 
 
+class PodParts:
+    """What the pod worker's parts (launch, volumes, status) read of the worker itself.
+
+    ``PodWorker`` (``kyklos.sandbox.pods``) sets these in its constructor.
+    """
+
+    ctx: NodeContext
+    uid: str
+    namespace: str
+    pod_name: str
+    pod_ip: str
+    pod_dir: str
+
+
 def pod_with_status(pod: JsonDict, pod_ip: str, host_ip: str) -> JsonDict:
     """The pod as the downward API sees it (status IPs known before they are written)."""
     status = dict(pod.get("status") or {})

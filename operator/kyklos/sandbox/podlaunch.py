@@ -26,7 +26,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from kyklos.sandbox.podcontext import ApiError, JsonDict, NodeContext, pod_with_status
+from kyklos.sandbox.podcontext import ApiError, JsonDict, PodParts, pod_with_status
 from kyklos.sandbox.podenv import (
     MAX_TERMINATION_MESSAGE,
     ContainerConfigError,
@@ -202,15 +202,9 @@ class ProcessHandle:
         return read_tail(self.termination_file, MAX_TERMINATION_MESSAGE)
 
 
-class LaunchMixin:
+class LaunchMixin(PodParts):
     """Starts one container of the pod worker; reads the worker's identity, volumes and context."""
 
-    ctx: NodeContext
-    uid: str
-    namespace: str
-    pod_name: str
-    pod_ip: str
-    pod_dir: str
     volumes: dict[str, str] | None
 
     def wake(self) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from kyklos.sandbox.podcontext import RETRY_SECONDS, ApiError, JsonDict, NodeContext, now_rfc3339
+from kyklos.sandbox.podcontext import RETRY_SECONDS, ApiError, JsonDict, PodParts, now_rfc3339
 from kyklos.sandbox.podlaunch import Handle
 from kyklos.sandbox.podphase import pod_phase
 from kyklos.sandbox.policy import Rule
@@ -196,14 +196,9 @@ def pod_status(
     return status
 
 
-class StatusMixin:
+class StatusMixin(PodParts):
     """Writes the pod worker's status and Events; reads the worker's state and context."""
 
-    ctx: NodeContext
-    uid: str
-    namespace: str
-    pod_name: str
-    pod_ip: str
     containers: list[Container]
     last_written: JsonDict | None
     write_retry_at: float

@@ -13,22 +13,16 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from kyklos.sandbox.podcontext import ApiError, JsonDict, NodeContext, pod_with_status
+from kyklos.sandbox.podcontext import ApiError, JsonDict, PodParts, pod_with_status
 from kyklos.sandbox.podenv import ContainerConfigError, field_ref_value, resource_field_value
 
 if TYPE_CHECKING:
     from kyklos.sandbox.podstatus import Container
 
 
-class VolumesMixin:
+class VolumesMixin(PodParts):
     """Prepares the pod worker's volumes; reads the worker's identity, containers and context."""
 
-    ctx: NodeContext
-    uid: str
-    namespace: str
-    pod_name: str
-    pod_ip: str
-    pod_dir: str
     containers: list[Container]
 
     def _prepare_volumes(self, pod: JsonDict) -> dict[str, str]:
