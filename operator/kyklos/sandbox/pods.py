@@ -59,12 +59,10 @@ Events), ``kyklos.sandbox.podenv`` (env, termination messages) and
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -95,6 +93,7 @@ from kyklos.sandbox.podlaunch import (
     resolve_executable,
     start_error_message,
 )
+from kyklos.sandbox.podprobe import probe_readiness
 from kyklos.sandbox.podstatus import Container, StatusMixin, pod_status
 from kyklos.sandbox.podvolumes import VolumesMixin
 
@@ -121,34 +120,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("kyklos.sandbox.nodeagent")
-
-
-def _probe_http(port: int, path: str, scheme: str, timeout: float, headers: list[JsonDict]) -> bool:
-    conn: http.client.HTTPConnection
-    if scheme.upper() == "HTTPS":
-        import ssl
-
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", port, timeout=timeout, context=ssl._create_unverified_context()
-        )
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path or "/", headers={h["name"]: h["value"] for h in headers})
-        status = conn.getresponse().status
-        return 200 <= status < 400
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
-
-
-def _probe_tcp(port: int, timeout: float) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 class PodWorker(LaunchMixin, VolumesMixin, StatusMixin):
@@ -556,43 +527,10 @@ class PodWorker(LaunchMixin, VolumesMixin, StatusMixin):
             c.ready = now >= c.handle.started_mono + c.rule.ready_after
         elif isinstance(c.handle, ProcessHandle) and c.spec.get("readinessProbe"):
             if c.probe_next and now >= c.probe_next:
-                self._probe(c, c.spec["readinessProbe"])
+                probe_readiness(c, c.spec["readinessProbe"])
                 c.probe_next = now + float(c.spec["readinessProbe"].get("periodSeconds", 10))
         else:
             c.ready = True
-
-    def _probe(self, c: Container, probe: JsonDict) -> None:
-        timeout = float(probe.get("timeoutSeconds", 1))
-        ok = True
-        if "httpGet" in probe or "tcpSocket" in probe:
-            action = probe.get("httpGet") or probe.get("tcpSocket") or {}
-            port = action.get("port")
-            if isinstance(port, str) and not port.isdigit():
-                named = {p.get("name"): p.get("containerPort") for p in c.spec.get("ports") or []}
-                port = named.get(port)
-            if port is None:
-                ok = False
-            elif "httpGet" in probe:
-                ok = _probe_http(
-                    int(port),
-                    action.get("path", "/"),
-                    action.get("scheme", "HTTP"),
-                    timeout,
-                    action.get("httpHeaders") or [],
-                )
-            else:
-                ok = _probe_tcp(int(port), timeout)
-        # exec and grpc probes are not run: the container counts as ready while it runs.
-        if ok:
-            c.probe_ok += 1
-            c.probe_fail = 0
-            if c.probe_ok >= int(probe.get("successThreshold", 1)):
-                c.ready = True
-        else:
-            c.probe_fail += 1
-            c.probe_ok = 0
-            if c.probe_fail >= int(probe.get("failureThreshold", 3)):
-                c.ready = False
 
     # -- stopping and deletion
 
