@@ -52,8 +52,9 @@ and startup probes are not run. Scripted actions (``succeed``/``fail``/``serve``
 The worker loop lives here; it composes ``kyklos.sandbox.podvolumes`` (volumes as host
 directories), ``kyklos.sandbox.podlaunch`` (process handles, argv, mounts),
 ``kyklos.sandbox.podstatus`` (container records, the pure ``pod_status``, status writes and
-Events), ``kyklos.sandbox.podenv`` (env, termination messages) and
-``kyklos.sandbox.podphase`` (the phase).
+Events), ``kyklos.sandbox.podprobe`` (readiness probes), ``kyklos.sandbox.podenv`` (env,
+termination messages) and ``kyklos.sandbox.podphase`` (the phase); what they all read of
+the worker and share with the agent is in ``kyklos.sandbox.podcontext``.
 """
 
 from __future__ import annotations
