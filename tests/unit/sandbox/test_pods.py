@@ -18,7 +18,7 @@ from kyklos.sandbox.podenv import (
     log_tail,
     truncate_termination_message,
 )
-from kyklos.sandbox.pods import StartError, resolve_executable
+from kyklos.sandbox.podlaunch import StartError, resolve_executable
 from kyklos.sandbox.storage import pv_manifest, storage_class_manifest, wants_volume
 
 POD = {
@@ -209,7 +209,7 @@ def test_missing_executable_is_a_start_error_naming_it() -> None:
 
 
 def test_without_mount_namespace_mount_paths_are_rewritten_to_host_paths() -> None:
-    from kyklos.sandbox.pods import _rewrite
+    from kyklos.sandbox.podlaunch import _rewrite
 
     rewrites = [("/dev/termination-log", "/d/t/0.termination-log"), ("/data", "/d/vol/data")]
     assert _rewrite("/data", rewrites) == "/d/vol/data"
@@ -256,7 +256,7 @@ def test_interpreter_dirs_include_the_editable_checkout() -> None:
     from pathlib import Path
 
     import kyklos
-    from kyklos.sandbox.pods import _interpreter_dirs
+    from kyklos.sandbox.podlaunch import _interpreter_dirs
 
     checkout = str(Path(kyklos.__file__).resolve().parents[2])
     dirs = _interpreter_dirs("/usr/bin/true")
