@@ -11,6 +11,7 @@ through ``runtime.env`` (a 5xx share, a delay, a constant class). Prometheus is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -481,3 +482,176 @@ def test_the_prometheus_provider_reads_a_real_prometheus_scraping_a_real_proxy(
         assert none.value is None and "0 series" in (none.error or "")
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------- a proxy killed mid-window
+
+
+class Traffic:
+    """Paced requests through the Service port until stopped (bounded), counted per revision.
+
+    A new connection per request (SO_REUSEPORT spreads connections over the proxies); a
+    request is *answered* when a response came back, and counted under the revision that
+    answered it (``X-Kyklos-Revision``). Connection errors (a proxy being killed) are not
+    answers.
+    """
+
+    def __init__(self, port: int, rps: float, max_seconds: float) -> None:
+        self.url = f"http://127.0.0.1:{port}/predict"
+        self.rps, self.max_seconds = rps, max_seconds
+        self.answered: dict[str, int] = {}
+        self.failed = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.thread.start()
+
+    async def _run(self) -> None:
+        import aiohttp
+
+        data = rows()
+        started = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=10)
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            for i in range(int(self.rps * self.max_seconds)):
+                if self.stop.is_set():
+                    break
+                delay = started + i / self.rps - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    async with session.post(self.url, json={"rows": [data[i % len(data)]]}) as r:
+                        await r.read()
+                        rev = r.headers.get("X-Kyklos-Revision", "-")
+                        self.answered[rev] = self.answered.get(rev, 0) + 1
+                except (aiohttp.ClientError, TimeoutError):
+                    self.failed += 1
+
+    def finish(self) -> dict[str, int]:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+        return dict(self.answered)
+
+
+def proxy_process(namespace: str, name: str, component: str) -> tuple[int, dict[str, str]]:
+    """(pid, flags) of the running ``kyklos proxy`` of a pod of ``<name>-<component>``."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if "proxy" not in argv or "--pod" not in argv or "--namespace" not in argv:
+            continue
+        flags = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+        if flags["--namespace"] == namespace and flags["--pod"].startswith(f"{name}-{component}-"):
+            return int(entry), flags
+    return 0, {}
+
+
+def restart_losses(metrics_port: int) -> float | None:
+    """The proxy's dropped{reason="proxy_restart"} (None while it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith('kyklos_serving_request_log_dropped_total{reason="proxy_restart"}'):
+            return float(line.split()[-1])
+    return None
+
+
+def restarted_proxy(namespace: str, name: str, old_pid: int) -> tuple[int, float]:
+    """Wait for the sandbox to restart the canary's proxy; (new pid, its restart losses)."""
+    found: dict[str, Any] = {}
+
+    def restarted() -> bool:
+        pid, flags = proxy_process(namespace, name, "canary")
+        if not pid or pid == old_pid:
+            return False
+        losses = restart_losses(int(flags["--metrics-port"]))
+        found.update(pid=pid, losses=losses)
+        return losses is not None
+
+    wait_for(restarted, timeout=90, what="the canary's proxy restarted by the node agent")
+    return int(found["pid"]), float(found["losses"])
+
+
+def logged_records(model_dir: Path, namespace: str, name: str) -> dict[str, int]:
+    """Rows of every request-log file written, per revision."""
+    import pyarrow.parquet as pq
+
+    top = model_dir / "artifacts" / namespace / "ModelDeployment" / name / "requests"
+    out: dict[str, int] = {}
+    for path in top.glob("*/*.parquet"):
+        out[path.parent.name] = out.get(path.parent.name, 0) + pq.read_metadata(path).num_rows
+    return out
+
+
+def test_a_proxy_killed_mid_window_loses_only_its_buffer_counted_and_the_analysis_still_judges(
+    kyklos: Kyklos, namespace: str, model_dir: Path
+) -> None:
+    """SIGKILL loses the unflushed buffer (counted by the next proxy); SIGTERM loses nothing.
+
+    Every answered request is either in a request-log file or counted as
+    dropped{reason="proxy_restart"}: logged + counted == answered, per revision.
+    """
+    port = free_port()
+    analysis = {"window": "10s", "minSamples": 10, "errorRate": {"maxIncrease": 0.05}}
+    body = model_deployment("restart", model_dir, port, analysis)
+    body["spec"]["strategy"]["steps"] = [{"weight": 50, "pause": "30s"}]
+    body["spec"]["observability"] = {"requestLog": {"flushInterval": "3s"}}
+    kyklos.create("modeldeployments", body)
+    wait_available(kyklos, "restart")
+    new_canary(kyklos, "restart")
+    wait_canary_holding(kyklos, "restart")
+    sender = Traffic(port, rps=16, max_seconds=150)
+    try:
+        pid, flags = proxy_process(namespace, "restart", "canary")
+        assert pid, "no canary proxy process found"
+        canary = flags["--revision"]
+        # Kill right after a flush plus 1.5 s: about a dozen records are in the buffer.
+        first = wait_for(
+            lambda: logged_records(model_dir, namespace, "restart").get(canary),
+            timeout=60,
+            what="the canary's first request-log flush",
+        )
+        wait_for(
+            lambda: logged_records(model_dir, namespace, "restart").get(canary, 0) > first,
+            timeout=60,
+            what="the canary's next flush",
+        )
+        time.sleep(1.5)
+        os.kill(pid, 9)  # SIGKILL: the buffer is lost
+        pid, killed_losses = restarted_proxy(namespace, "restart", pid)
+        assert killed_losses > 0, "the SIGKILLed proxy's buffer was not counted"
+        os.kill(pid, 15)  # SIGTERM: flushed on the way out, nothing lost
+        _, terminated_losses = restarted_proxy(namespace, "restart", pid)
+        assert terminated_losses == 0
+        status = outcome(kyklos, "restart", timeout=180)
+    finally:
+        answered = sender.finish()
+    record = status["analysis"][-1]
+    assert record["verdict"] == "Pass", record  # the analysis still judges the window
+    assert record["samples"]["canary"] >= 10
+    kyklos.wait_status(
+        "modeldeployments",
+        "restart",
+        lambda s: (s.get("history") or [{}])[-1].get("outcome") == "Promoted",
+        timeout=120,
+        what="Promoted",
+    )
+    assert answered.get(canary, 0) > 0 and len(answered) >= 2, answered
+    expected = {rev: n - (killed_losses if rev == canary else 0) for rev, n in answered.items()}
+    # Every proxy flushes on its timer (3 s) or on SIGTERM when its pod goes: wait for both.
+    with contextlib.suppress(AssertionError):
+        wait_for(
+            lambda: logged_records(model_dir, namespace, "restart") == expected,
+            timeout=60,
+            what="every answered request in a request-log file or counted",
+        )
+    logged = logged_records(model_dir, namespace, "restart")
+    assert logged == expected, (logged, answered, killed_losses)
