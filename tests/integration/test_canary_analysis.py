@@ -293,7 +293,11 @@ def test_a_good_canary_passes_with_real_prometheus_and_is_promoted(
         "successCondition": "result >= 1",
     }
     address = prometheus([])
-    analysis = {**ANALYSIS, "prometheus": {"address": address, "queries": [query]}}
+    analysis = {
+        **ANALYSIS,
+        "inputDrift": INPUT_DRIFT,  # a random split: the canary sees the stable's inputs
+        "prometheus": {"address": address, "queries": [query]},
+    }
     kyklos.create("modeldeployments", model_deployment("good", model_dir, port, analysis))
     wait_available(kyklos, "good")
     new_canary(kyklos, "good")
@@ -305,7 +309,14 @@ def test_a_good_canary_passes_with_real_prometheus_and_is_promoted(
     assert record["verdict"] == "Pass", record
     assert record["samples"]["canary"] >= 20 and record["samples"]["stable"] >= 20
     checks = {c["name"]: c for c in record["checks"]}
-    assert set(checks) == {"errorRate", "latency", "predictionDrift", "canaryAnswered"}
+    assert set(checks) == {
+        "errorRate",
+        "latency",
+        "predictionDrift",
+        "inputDrift",
+        "canaryAnswered",
+    }
+    assert checks["inputDrift"]["verdict"] == "Pass", checks["inputDrift"]
     assert checks["canaryAnswered"]["value"] >= 1  # scraped from the canary's proxy
     final = kyklos.wait_status(
         "modeldeployments",
@@ -655,3 +666,92 @@ def test_a_proxy_killed_mid_window_loses_only_its_buffer_counted_and_the_analysi
         )
     logged = logged_records(model_dir, namespace, "restart")
     assert logged == expected, (logged, answered, killed_losses)
+
+
+# ------------------------------------------------------------------------- input drift
+
+#: inputDrift compares the canary's inputs with the stable's in the same window. JS on
+#: ~100 requests a side: features of one population score <= 0.31 against each other (20
+#: resamplings of the example data), the ``contract`` of a one-segment canary >= 0.53.
+INPUT_DRIFT = {"method": "js", "threshold": 0.4, "driftShare": 0.2}
+
+
+def sticky_segment_traffic(
+    port: int, canary_revision: str, segment: list[dict[str, Any]], rps: float, seconds: float
+) -> dict[str, int]:
+    """Keep-alive sessions: those the kernel gave the canary send only ``segment``'s rows.
+
+    As session affinity or header routing that sends one customer segment to the canary
+    would: the split of *requests* is not random. Each session learns its proxy's revision
+    from a readiness request (forwarded, never logged) before it sends rows. Bounded:
+    ``rps * seconds`` requests at most, 16 sessions at most.
+    """
+    import http.client
+
+    everyone = rows()
+    sessions: list[tuple[http.client.HTTPConnection, str]] = []
+
+    def open_session() -> tuple[http.client.HTTPConnection, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        return conn, str(response.getheader("X-Kyklos-Revision"))
+
+    for _ in range(16):
+        sessions.append(open_session())
+        revisions = {rev for _, rev in sessions}
+        if canary_revision in revisions and len(revisions) == 2 and len(sessions) >= 4:
+            break
+    answered: dict[str, int] = {}
+    started = time.monotonic()
+    for i in range(int(rps * seconds)):
+        delay = started + i / rps - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        slot = i % len(sessions)
+        conn, rev = sessions[slot]
+        data = segment if rev == canary_revision else everyone
+        body = json.dumps({"rows": [data[i % len(data)]]})
+        try:
+            conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            answered[rev] = answered.get(rev, 0) + 1
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            sessions[slot] = open_session()
+    for conn, _ in sessions:
+        conn.close()
+    return answered
+
+
+def test_a_canary_fed_one_customer_segment_fails_input_drift_and_is_rolled_back(
+    kyklos: Kyklos, k8s: Any, namespace: str, model_dir: Path
+) -> None:
+    """inputDrift catches a split that is not random (what it is for), on real request logs.
+
+    It compares the canary's sampled inputs with the stable's over the same window, not
+    with the training data: under the random split of the other stories it passes (the
+    good canary's story checks that); here the canary's sessions carry only two-year
+    contracts while the stable's carry everyone, and the canary is rolled back.
+    """
+    port = free_port()
+    analysis = {"minSamples": 20, "inputDrift": INPUT_DRIFT}
+    kyklos.create("modeldeployments", model_deployment("segment", model_dir, port, analysis))
+    wait_available(kyklos, "segment")
+    generation = stable_generation(k8s, namespace, "segment")
+    new_canary(kyklos, "segment")
+    wait_canary_holding(kyklos, "segment")
+    _, flags = proxy_process(namespace, "segment", "canary")
+    canary = flags["--revision"]
+    two_year = [r for r in rows() if r["contract"] == "two-year"]
+    answered = sticky_segment_traffic(port, canary, two_year, rps=25, seconds=12)
+    assert answered.get(canary, 0) >= 20 and len(answered) == 2, answered
+    status = outcome(kyklos, "segment")
+    record = status["analysis"][-1]
+    assert record["verdict"] == "Fail", record
+    check = next(c for c in record["checks"] if c["name"] == "inputDrift")
+    assert check["verdict"] == "Fail" and "contract" in check["message"], check
+    assert status["phase"] == "RolledBack"
+    assert stable_generation(k8s, namespace, "segment") == generation
