@@ -755,3 +755,60 @@ def test_a_canary_fed_one_customer_segment_fails_input_drift_and_is_rolled_back(
     assert check["verdict"] == "Fail" and "contract" in check["message"], check
     assert status["phase"] == "RolledBack"
     assert stable_generation(k8s, namespace, "segment") == generation
+
+
+# ------------------------------------------------------------ an artifact store that fails
+
+
+def test_an_unwritable_artifact_store_still_serves_counts_drops_and_is_inconclusive_naming_it(
+    cluster: Any,
+    k8s: Any,
+    namespace: str,
+    crds_installed: None,
+    operator: Any,
+    model_dir: Path,
+) -> None:
+    """Requests are answered, the proxies count every record they could not write, and the
+    analysis is Inconclusive naming the store and its error (not "no traffic"): Paused."""
+    blocker = model_dir / "not-a-directory"
+    blocker.write_text("a file where the artifact store's directory would be")
+    blocker.chmod(0o666)
+    operator({"KYKLOS_ARTIFACTS_URI": f"file://{blocker}/store"})
+    ky = Kyklos(k8s, namespace)
+    port = free_port()
+    ky.create("modeldeployments", model_deployment("nostore", model_dir, port, ANALYSIS))
+    wait_available(ky, "nostore")
+    new_canary(ky, "nostore")
+    wait_canary_holding(ky, "nostore")
+    _, flags = proxy_process(namespace, "nostore", "canary")
+    sender = Traffic(port, rps=15, max_seconds=10)
+    sender.thread.join(timeout=60)
+    answered = sender.finish()
+    assert sum(answered.values()) >= 100 and sender.failed == 0, (answered, sender.failed)
+    # Every request the canary answered is a record it could not write, counted (flushes
+    # every 2 s: wait for the last one).
+    canary_answered = answered[flags["--revision"]]
+    wait_for(
+        lambda: store_errors(int(flags["--metrics-port"])) == canary_answered,
+        timeout=30,
+        what=f"the canary proxy counting all {canary_answered} records it could not write",
+    )
+    status = outcome(ky, "nostore")
+    record = status["analysis"][-1]
+    assert record["verdict"] == "Inconclusive", record
+    assert f"artifact store file://{blocker}/store" in record["message"], record
+    assert "Not a directory" in record["message"], record
+    assert status["phase"] == "Paused"
+
+
+def store_errors(metrics_port: int) -> float:
+    """The proxy's dropped{reason="store_error"} (0 while none or no answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith('kyklos_serving_request_log_dropped_total{reason="store_error"}'):
+            return float(line.split()[-1])
+    return 0.0
