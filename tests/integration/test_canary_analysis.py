@@ -504,7 +504,8 @@ class Traffic:
     A new connection per request (SO_REUSEPORT spreads connections over the proxies); a
     request is *answered* when a response came back, and counted under the revision that
     answered it (``X-Kyklos-Revision``). Connection errors (a proxy being killed) are not
-    answers.
+    answers. :meth:`pause` holds the sender between two requests (so a proxy can be killed
+    with no request in flight, whose fate neither side could know).
     """
 
     def __init__(self, port: int, rps: float, max_seconds: float) -> None:
@@ -513,6 +514,9 @@ class Traffic:
         self.answered: dict[str, int] = {}
         self.failed = 0
         self.stop = threading.Event()
+        self.go = threading.Event()
+        self.go.set()
+        self.idle = threading.Event()
         self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self.thread.start()
 
@@ -527,6 +531,12 @@ class Traffic:
             for i in range(int(self.rps * self.max_seconds)):
                 if self.stop.is_set():
                     break
+                if not self.go.is_set():
+                    held = time.monotonic()
+                    self.idle.set()
+                    await asyncio.to_thread(self.go.wait, 60)
+                    self.idle.clear()
+                    started += time.monotonic() - held  # no burst to catch up
                 delay = started + i / self.rps - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -538,8 +548,17 @@ class Traffic:
                 except (aiohttp.ClientError, TimeoutError):
                     self.failed += 1
 
+    def pause(self) -> None:
+        """Return once the sender waits between two requests."""
+        self.go.clear()
+        assert self.idle.wait(30), "the sender did not pause"
+
+    def resume(self) -> None:
+        self.go.set()
+
     def finish(self) -> dict[str, int]:
         self.stop.set()
+        self.go.set()
         self.thread.join(timeout=30)
         assert not self.thread.is_alive()
         return dict(self.answered)
@@ -636,10 +655,14 @@ def test_a_proxy_killed_mid_window_loses_only_its_buffer_counted_and_the_analysi
             what="the canary's next flush",
         )
         time.sleep(1.5)
+        sender.pause()
         os.kill(pid, 9)  # SIGKILL: the buffer is lost
+        sender.resume()
         pid, killed_losses = restarted_proxy(namespace, "restart", pid)
         assert killed_losses > 0, "the SIGKILLed proxy's buffer was not counted"
+        sender.pause()
         os.kill(pid, 15)  # SIGTERM: flushed on the way out, nothing lost
+        sender.resume()
         _, terminated_losses = restarted_proxy(namespace, "restart", pid)
         assert terminated_losses == 0
         status = outcome(kyklos, "restart", timeout=180)

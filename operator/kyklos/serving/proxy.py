@@ -18,8 +18,9 @@ operator gave the server in ``KYKLOS_SERVER_PORT``. For each request it:
   buffer (:mod:`kyklos.serving.journal`, on the pod's ``emptyDir``): a proxy killed
   outright (SIGKILL, OOM) loses its unflushed buffer, and the next incarnation counts that
   loss in ``kyklos_serving_request_log_dropped_total{reason="proxy_restart"}`` and logs a
-  warning naming how many. A record is taken only once its response was handed to the
-  connection, so every answered request is either in a written file or counted.
+  warning naming how many. A record is taken before its response is sent, so every
+  answered request is either in a written file or counted (a request in flight at the kill
+  may be counted without its client getting the answer: too many, never too few).
 
 The readiness path (``healthPath``) is forwarded like any request, so the probe on the
 proxy means what it meant on the server; it is neither counted nor logged. The metrics
@@ -305,10 +306,8 @@ class Proxy:
         if request.path == self.settings.health_path:
             return response
         latency = time.perf_counter() - started
-        # Sent first, recorded after: a proxy killed in between leaves no record of an
-        # answer the client never got (what aiohttp would do after the return anyway).
-        await response.prepare(request)
-        await response.write_eof()
+        # Recorded (and journalled) before aiohttp sends it: an answered request is always
+        # in the buffer, so a kill can count a request in flight too, never miss an answer.
         self._record(request, body, status, payload, latency, arrived, error)
         return response
 
