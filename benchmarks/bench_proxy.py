@@ -4,12 +4,20 @@ Run: ``.venv/bin/python benchmarks/bench_proxy.py [--requests N] [--concurrency 
 Prints a table; nothing is asserted. Targets (issue 14): <= 1 ms added at p50, <= 10 %
 throughput loss at the server's own limit on this machine, 1 KB JSON bodies.
 
-Loopback only, bounded in count. Processes: a model server (aiohttp, answers each 1 KB
-``{"rows": [...]}`` with ``{"predictions": [...]}``), and ``kyklos proxy`` in front of it
-(its own process, as in a pod, request logs to a temporary directory). The client runs
-here (aiohttp, keep-alive connections) and alternates direct and proxied rounds so that
-load from other processes on the machine hits both sides alike; each figure is the
-median over the rounds.
+Loopback only, bounded in count. Processes: a model server, and ``kyklos proxy`` in front
+of it (its own process, as in a pod, request logs to a temporary directory, its journal
+on). Two servers (``--server``): ``aiohttp``, a trivial one answering each 1 KB
+``{"rows": [...]}`` with ``{"predictions": [...]}`` (the proxy's worst case: the server
+does almost nothing, so the proxy's own cost weighs most), and ``example``, the repository's
+churn model server (``kyklos.examples.serve`` with a model trained here first) as users
+start from. The client runs here (aiohttp, keep-alive connections).
+
+Fairness on a shared, loaded machine: direct and proxied measurements alternate within
+every round, in ABBA order (direct first in even rounds, proxied first in odd ones), so
+load from other processes hits both sides alike; each figure is the median over the rounds,
+with the spread (min..max over rounds) beside it, and the 1-minute load average is printed
+before and after. ``--pin`` pins the server to CPU 0 and the proxy and the client to the
+others (``taskset``), so the server's limit is one CPU of its own.
 
 - latency: one connection, requests one after another; p50 and p99 per side, and the
   difference.
@@ -52,7 +60,14 @@ app.router.add_get("/healthz", health)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
-ROW = {"tenure_months": 12, "monthly_charges": 70.5, "contract": "month-to-month"}
+ROW = {
+    "tenure_months": 12,
+    "monthly_charges": 70.5,
+    "support_calls": 1,
+    "contract": "month-to-month",
+    "payment_method": "electronic-check",
+}
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -117,39 +132,77 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def train_example_model(tmp: Path) -> str:
+    """Train the churn example's model (as the walkthrough does); its URI."""
+    from kyklos.examples import train
+
+    env = {
+        "KYKLOS_DATASET_URI": f"file://{REPO / 'examples/data/churn-reference.csv'}",
+        "KYKLOS_MODEL_URI": f"file://{tmp}/model/",
+        "KYKLOS_HYPERPARAMETERS": json.dumps({"epochs": "50"}),
+        "KYKLOS_TERMINATION_MESSAGE_PATH": str(tmp / "termination-log"),
+    }
+    if train.main(env) != 0:
+        raise SystemExit("training the example model failed")
+    return f"file://{tmp}/model/"
+
+
+def server_command(kind: str, port: int, tmp: Path) -> tuple[list[str], dict[str, str]]:
+    if kind == "aiohttp":
+        return [sys.executable, "-c", SERVER, str(port)], dict(os.environ)
+    model = tmp / "model"
+    if not model.exists():
+        train_example_model(tmp)
+    argv = [sys.executable, "-m", "kyklos.examples.serve", "--port", str(port)]
+    return argv, {**os.environ, "KYKLOS_MODEL_URI": f"file://{model}/"}
+
+
+def pinned(argv: list[str], cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+
 def measure(
-    sample_rate: float, args: argparse.Namespace, body: bytes, tmp: Path
-) -> dict[str, float]:
+    kind: str, sample_rate: float, args: argparse.Namespace, body: bytes, tmp: Path
+) -> dict[str, list[float]]:
     server_port, proxy_port, metrics_port = free_port(), free_port(), free_port()
     kyklos = Path(sys.executable).parent / "kyklos"
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(server_port)])
+    others = f"1-{os.cpu_count() - 1}" if args.pin and (os.cpu_count() or 1) > 1 else None
+    argv, env = server_command(kind, server_port, tmp)
+    server = subprocess.Popen(
+        pinned(argv, "0" if others else None), env=env, stderr=subprocess.DEVNULL
+    )
     proxy = subprocess.Popen(
-        [
-            str(kyklos),
-            "proxy",
-            "--listen-port",
-            str(proxy_port),
-            "--server-port",
-            str(server_port),
-            "--metrics-port",
-            str(metrics_port),
-            "--revision",
-            "bench",
-            "--host",
-            "127.0.0.1",
-            "--artifacts",
-            f"file://{tmp}/store-{sample_rate}",
-            "--namespace",
-            "bench",
-            "--name",
-            "bench",
-            "--pod",
-            "bench",
-            "--sample-rate",
-            str(sample_rate),
-            "--flush-seconds",
-            "2",
-        ],
+        pinned(
+            [
+                str(kyklos),
+                "proxy",
+                "--listen-port",
+                str(proxy_port),
+                "--server-port",
+                str(server_port),
+                "--metrics-port",
+                str(metrics_port),
+                "--revision",
+                "bench",
+                "--host",
+                "127.0.0.1",
+                "--artifacts",
+                f"file://{tmp}/store-{sample_rate}",
+                "--namespace",
+                "bench",
+                "--name",
+                "bench",
+                "--pod",
+                "bench",
+                "--sample-rate",
+                str(sample_rate),
+                "--flush-seconds",
+                "2",
+                "--journal-dir",
+                f"{tmp}/journal-{kind}-{sample_rate}",
+            ],
+            others,
+        ),
         stderr=subprocess.DEVNULL,
     )
     try:
@@ -157,55 +210,77 @@ def measure(
         wait_listening(proxy_port)
         direct = f"http://127.0.0.1:{server_port}/predict"
         proxied = f"http://127.0.0.1:{proxy_port}/predict"
+        if others:
+            os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
         asyncio.run(latency(direct, body, 200))  # warm-up
         asyncio.run(latency(proxied, body, 200))
-        rounds: dict[str, list[float]] = {k: [] for k in ("d50", "d99", "p50", "p99", "dtp", "ptp")}
-        for _ in range(args.rounds):
-            d = asyncio.run(latency(direct, body, args.requests))
-            p = asyncio.run(latency(proxied, body, args.requests))
-            rounds["d50"].append(quantile(d, 0.5))
-            rounds["d99"].append(quantile(d, 0.99))
-            rounds["p50"].append(quantile(p, 0.5))
-            rounds["p99"].append(quantile(p, 0.99))
-            rounds["dtp"].append(
-                asyncio.run(throughput(direct, body, args.requests * 2, args.concurrency))
-            )
-            rounds["ptp"].append(
-                asyncio.run(throughput(proxied, body, args.requests * 2, args.concurrency))
-            )
-        return {k: statistics.median(v) for k, v in rounds.items()}
+        keys = ("d50", "d99", "p50", "p99", "dtp", "ptp", "add50", "add99", "loss")
+        rounds: dict[str, list[float]] = {k: [] for k in keys}
+        for i in range(args.rounds):
+            # ABBA: which side goes first alternates, so a load trend hits both alike.
+            sides = [("d", direct), ("p", proxied)]
+            if i % 2:
+                sides.reverse()
+            for side, url in sides:
+                lat = asyncio.run(latency(url, body, args.requests))
+                rounds[f"{side}50"].append(quantile(lat, 0.5))
+                rounds[f"{side}99"].append(quantile(lat, 0.99))
+            for side, url in sides:
+                rounds[f"{side}tp"].append(
+                    asyncio.run(throughput(url, body, args.requests * 2, args.concurrency))
+                )
+            rounds["add50"].append(rounds["p50"][-1] - rounds["d50"][-1])
+            rounds["add99"].append(rounds["p99"][-1] - rounds["d99"][-1])
+            rounds["loss"].append(1 - rounds["ptp"][-1] / rounds["dtp"][-1])
+        return rounds
     finally:
+        if others:
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         for proc in (proxy, server):
             proc.terminate()
             proc.wait(timeout=30)
 
 
+def spread(values: list[float], scale: float, fmt: str) -> str:
+    """``median [min..max]`` of per-round values."""
+    med = statistics.median(values) * scale
+    return f"{med:{fmt}} [{min(values) * scale:{fmt}}..{max(values) * scale:{fmt}}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="per latency round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--server", choices=("aiohttp", "example", "both"), default="both")
+    parser.add_argument("--pin", action="store_true", help="server on CPU 0, the rest on 1-")
     args = parser.parse_args()
+    args.requests = max(10, min(args.requests, 100_000))  # bounded
+    args.rounds = max(1, min(args.rounds, 50))
     body = body_1kb()
     print(
-        f"body {len(body)} bytes, {args.requests} requests x {args.rounds} rounds, "
-        f"throughput with {args.concurrency} connections, {os.cpu_count()} CPUs"
+        f"body {len(body)} bytes, {args.requests} requests x {args.rounds} rounds (ABBA), "
+        f"throughput with {args.concurrency} connections, {os.cpu_count()} CPUs, "
+        f"pinned: {args.pin}; each cell: median [min..max] over rounds"
     )
-    print(
-        f"{'sampleRate':>10} | {'direct p50':>10} {'proxy p50':>10} {'added':>8} | "
-        f"{'direct p99':>10} {'proxy p99':>10} {'added':>8} | "
-        f"{'direct rps':>10} {'proxy rps':>10} {'loss':>6}"
-    )
+    kinds = ("aiohttp", "example") if args.server == "both" else (args.server,)
     with tempfile.TemporaryDirectory() as tmp:
-        for rate in (1.0, 0.0):
-            m = measure(rate, args, body, Path(tmp))
-            print(
-                f"{rate:>10} | {m['d50'] * 1e3:>8.3f}ms {m['p50'] * 1e3:>8.3f}ms "
-                f"{(m['p50'] - m['d50']) * 1e3:>6.3f}ms | "
-                f"{m['d99'] * 1e3:>8.3f}ms {m['p99'] * 1e3:>8.3f}ms "
-                f"{(m['p99'] - m['d99']) * 1e3:>6.3f}ms | "
-                f"{m['dtp']:>10.0f} {m['ptp']:>10.0f} {(1 - m['ptp'] / m['dtp']) * 100:>5.1f}%"
-            )
+        for kind in kinds:
+            for rate in (1.0, 0.0):
+                load_before = os.getloadavg()[0]
+                m = measure(kind, rate, args, body, Path(tmp))
+                load_after = os.getloadavg()[0]
+                print(
+                    f"server {kind}, sampleRate {rate}: load {load_before:.1f} -> "
+                    f"{load_after:.1f}\n"
+                    f"  p50 direct {spread(m['d50'], 1e3, '.3f')} ms, proxied "
+                    f"{spread(m['p50'], 1e3, '.3f')} ms, added {spread(m['add50'], 1e3, '.3f')} ms\n"
+                    f"  p99 direct {spread(m['d99'], 1e3, '.3f')} ms, proxied "
+                    f"{spread(m['p99'], 1e3, '.3f')} ms, added {spread(m['add99'], 1e3, '.3f')} ms\n"
+                    f"  throughput direct {spread(m['dtp'], 1, '.0f')} rps, proxied "
+                    f"{spread(m['ptp'], 1, '.0f')} rps, loss {spread(m['loss'], 100, '.1f')} %",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ through ``runtime.env`` (a 5xx share, a delay, a constant class). Prometheus is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -292,7 +293,11 @@ def test_a_good_canary_passes_with_real_prometheus_and_is_promoted(
         "successCondition": "result >= 1",
     }
     address = prometheus([])
-    analysis = {**ANALYSIS, "prometheus": {"address": address, "queries": [query]}}
+    analysis = {
+        **ANALYSIS,
+        "inputDrift": INPUT_DRIFT,  # a random split: the canary sees the stable's inputs
+        "prometheus": {"address": address, "queries": [query]},
+    }
     kyklos.create("modeldeployments", model_deployment("good", model_dir, port, analysis))
     wait_available(kyklos, "good")
     new_canary(kyklos, "good")
@@ -304,7 +309,14 @@ def test_a_good_canary_passes_with_real_prometheus_and_is_promoted(
     assert record["verdict"] == "Pass", record
     assert record["samples"]["canary"] >= 20 and record["samples"]["stable"] >= 20
     checks = {c["name"]: c for c in record["checks"]}
-    assert set(checks) == {"errorRate", "latency", "predictionDrift", "canaryAnswered"}
+    assert set(checks) == {
+        "errorRate",
+        "latency",
+        "predictionDrift",
+        "inputDrift",
+        "canaryAnswered",
+    }
+    assert checks["inputDrift"]["verdict"] == "Pass", checks["inputDrift"]
     assert checks["canaryAnswered"]["value"] >= 1  # scraped from the canary's proxy
     final = kyklos.wait_status(
         "modeldeployments",
@@ -481,3 +493,345 @@ def test_the_prometheus_provider_reads_a_real_prometheus_scraping_a_real_proxy(
         assert none.value is None and "0 series" in (none.error or "")
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------- a proxy killed mid-window
+
+
+class Traffic:
+    """Paced requests through the Service port until stopped (bounded), counted per revision.
+
+    A new connection per request (SO_REUSEPORT spreads connections over the proxies); a
+    request is *answered* when a response came back, and counted under the revision that
+    answered it (``X-Kyklos-Revision``). Connection errors (a proxy being killed) are not
+    answers. :meth:`pause` holds the sender between two requests (so a proxy can be killed
+    with no request in flight, whose fate neither side could know).
+    """
+
+    def __init__(self, port: int, rps: float, max_seconds: float) -> None:
+        self.url = f"http://127.0.0.1:{port}/predict"
+        self.rps, self.max_seconds = rps, max_seconds
+        self.answered: dict[str, int] = {}
+        self.failed = 0
+        self.stop = threading.Event()
+        self.go = threading.Event()
+        self.go.set()
+        self.idle = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.thread.start()
+
+    async def _run(self) -> None:
+        import aiohttp
+
+        data = rows()
+        started = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=10)
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            for i in range(int(self.rps * self.max_seconds)):
+                if self.stop.is_set():
+                    break
+                if not self.go.is_set():
+                    held = time.monotonic()
+                    self.idle.set()
+                    await asyncio.to_thread(self.go.wait, 60)
+                    self.idle.clear()
+                    started += time.monotonic() - held  # no burst to catch up
+                delay = started + i / self.rps - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    async with session.post(self.url, json={"rows": [data[i % len(data)]]}) as r:
+                        await r.read()
+                        rev = r.headers.get("X-Kyklos-Revision", "-")
+                        self.answered[rev] = self.answered.get(rev, 0) + 1
+                except (aiohttp.ClientError, TimeoutError):
+                    self.failed += 1
+
+    def pause(self) -> None:
+        """Return once the sender waits between two requests."""
+        self.go.clear()
+        assert self.idle.wait(30), "the sender did not pause"
+
+    def resume(self) -> None:
+        self.go.set()
+
+    def finish(self) -> dict[str, int]:
+        self.stop.set()
+        self.go.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+        return dict(self.answered)
+
+
+def proxy_process(namespace: str, name: str, component: str) -> tuple[int, dict[str, str]]:
+    """(pid, flags) of the running ``kyklos proxy`` of a pod of ``<name>-<component>``."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if "proxy" not in argv or "--pod" not in argv or "--namespace" not in argv:
+            continue
+        flags = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+        if flags["--namespace"] == namespace and flags["--pod"].startswith(f"{name}-{component}-"):
+            return int(entry), flags
+    return 0, {}
+
+
+def restart_losses(metrics_port: int) -> float | None:
+    """The proxy's dropped{reason="proxy_restart"} (None while it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith('kyklos_serving_request_log_dropped_total{reason="proxy_restart"}'):
+            return float(line.split()[-1])
+    return None
+
+
+def restarted_proxy(namespace: str, name: str, old_pid: int) -> tuple[int, float]:
+    """Wait for the sandbox to restart the canary's proxy; (new pid, its restart losses)."""
+    found: dict[str, Any] = {}
+
+    def restarted() -> bool:
+        pid, flags = proxy_process(namespace, name, "canary")
+        if not pid or pid == old_pid:
+            return False
+        losses = restart_losses(int(flags["--metrics-port"]))
+        found.update(pid=pid, losses=losses)
+        return losses is not None
+
+    wait_for(restarted, timeout=90, what="the canary's proxy restarted by the node agent")
+    return int(found["pid"]), float(found["losses"])
+
+
+def logged_records(model_dir: Path, namespace: str, name: str) -> dict[str, int]:
+    """Rows of every request-log file written, per revision."""
+    import pyarrow.parquet as pq
+
+    top = model_dir / "artifacts" / namespace / "ModelDeployment" / name / "requests"
+    out: dict[str, int] = {}
+    for path in top.glob("*/*.parquet"):
+        out[path.parent.name] = out.get(path.parent.name, 0) + pq.read_metadata(path).num_rows
+    return out
+
+
+def test_a_proxy_killed_mid_window_loses_only_its_buffer_counted_and_the_analysis_still_judges(
+    kyklos: Kyklos, namespace: str, model_dir: Path
+) -> None:
+    """SIGKILL loses the unflushed buffer (counted by the next proxy); SIGTERM loses nothing.
+
+    Every answered request is either in a request-log file or counted as
+    dropped{reason="proxy_restart"}: logged + counted == answered, per revision.
+    """
+    port = free_port()
+    analysis = {"window": "10s", "minSamples": 10, "errorRate": {"maxIncrease": 0.05}}
+    body = model_deployment("restart", model_dir, port, analysis)
+    body["spec"]["strategy"]["steps"] = [{"weight": 50, "pause": "30s"}]
+    body["spec"]["observability"] = {"requestLog": {"flushInterval": "3s"}}
+    kyklos.create("modeldeployments", body)
+    wait_available(kyklos, "restart")
+    new_canary(kyklos, "restart")
+    wait_canary_holding(kyklos, "restart")
+    sender = Traffic(port, rps=16, max_seconds=150)
+    try:
+        pid, flags = proxy_process(namespace, "restart", "canary")
+        assert pid, "no canary proxy process found"
+        canary = flags["--revision"]
+        # Kill right after a flush plus 1.5 s: about a dozen records are in the buffer.
+        first = wait_for(
+            lambda: logged_records(model_dir, namespace, "restart").get(canary),
+            timeout=60,
+            what="the canary's first request-log flush",
+        )
+        wait_for(
+            lambda: logged_records(model_dir, namespace, "restart").get(canary, 0) > first,
+            timeout=60,
+            what="the canary's next flush",
+        )
+        time.sleep(1.5)
+        sender.pause()
+        os.kill(pid, 9)  # SIGKILL: the buffer is lost
+        sender.resume()
+        pid, killed_losses = restarted_proxy(namespace, "restart", pid)
+        assert killed_losses > 0, "the SIGKILLed proxy's buffer was not counted"
+        sender.pause()
+        os.kill(pid, 15)  # SIGTERM: flushed on the way out, nothing lost
+        sender.resume()
+        _, terminated_losses = restarted_proxy(namespace, "restart", pid)
+        assert terminated_losses == 0
+        status = outcome(kyklos, "restart", timeout=180)
+    finally:
+        answered = sender.finish()
+    record = status["analysis"][-1]
+    assert record["verdict"] == "Pass", record  # the analysis still judges the window
+    assert record["samples"]["canary"] >= 10
+    kyklos.wait_status(
+        "modeldeployments",
+        "restart",
+        lambda s: (s.get("history") or [{}])[-1].get("outcome") == "Promoted",
+        timeout=120,
+        what="Promoted",
+    )
+    assert answered.get(canary, 0) > 0 and len(answered) >= 2, answered
+    expected = {rev: n - (killed_losses if rev == canary else 0) for rev, n in answered.items()}
+    # Every proxy flushes on its timer (3 s) or on SIGTERM when its pod goes: wait for both.
+    with contextlib.suppress(AssertionError):
+        wait_for(
+            lambda: logged_records(model_dir, namespace, "restart") == expected,
+            timeout=60,
+            what="every answered request in a request-log file or counted",
+        )
+    logged = logged_records(model_dir, namespace, "restart")
+    assert logged == expected, (logged, answered, killed_losses)
+
+
+# ------------------------------------------------------------------------- input drift
+
+#: inputDrift compares the canary's inputs with the stable's in the same window. JS on
+#: ~100 requests a side: features of one population score <= 0.31 against each other (20
+#: resamplings of the example data), the ``contract`` of a one-segment canary >= 0.53.
+INPUT_DRIFT = {"method": "js", "threshold": 0.4, "driftShare": 0.2}
+
+
+def sticky_segment_traffic(
+    port: int, canary_revision: str, segment: list[dict[str, Any]], rps: float, seconds: float
+) -> dict[str, int]:
+    """Keep-alive sessions: those the kernel gave the canary send only ``segment``'s rows.
+
+    As session affinity or header routing that sends one customer segment to the canary
+    would: the split of *requests* is not random. Each session learns its proxy's revision
+    from a readiness request (forwarded, never logged) before it sends rows. Bounded:
+    ``rps * seconds`` requests at most, 16 sessions at most.
+    """
+    import http.client
+
+    everyone = rows()
+    sessions: list[tuple[http.client.HTTPConnection, str]] = []
+
+    def open_session() -> tuple[http.client.HTTPConnection, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        return conn, str(response.getheader("X-Kyklos-Revision"))
+
+    for _ in range(16):
+        sessions.append(open_session())
+        revisions = {rev for _, rev in sessions}
+        if canary_revision in revisions and len(revisions) == 2 and len(sessions) >= 4:
+            break
+    answered: dict[str, int] = {}
+    started = time.monotonic()
+    for i in range(int(rps * seconds)):
+        delay = started + i / rps - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        slot = i % len(sessions)
+        conn, rev = sessions[slot]
+        data = segment if rev == canary_revision else everyone
+        body = json.dumps({"rows": [data[i % len(data)]]})
+        try:
+            conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            answered[rev] = answered.get(rev, 0) + 1
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            sessions[slot] = open_session()
+    for conn, _ in sessions:
+        conn.close()
+    return answered
+
+
+def test_a_canary_fed_one_customer_segment_fails_input_drift_and_is_rolled_back(
+    kyklos: Kyklos, k8s: Any, namespace: str, model_dir: Path
+) -> None:
+    """inputDrift catches a split that is not random (what it is for), on real request logs.
+
+    It compares the canary's sampled inputs with the stable's over the same window, not
+    with the training data: under the random split of the other stories it passes (the
+    good canary's story checks that); here the canary's sessions carry only two-year
+    contracts while the stable's carry everyone, and the canary is rolled back.
+    """
+    port = free_port()
+    analysis = {"minSamples": 20, "inputDrift": INPUT_DRIFT}
+    kyklos.create("modeldeployments", model_deployment("segment", model_dir, port, analysis))
+    wait_available(kyklos, "segment")
+    generation = stable_generation(k8s, namespace, "segment")
+    new_canary(kyklos, "segment")
+    wait_canary_holding(kyklos, "segment")
+    _, flags = proxy_process(namespace, "segment", "canary")
+    canary = flags["--revision"]
+    two_year = [r for r in rows() if r["contract"] == "two-year"]
+    answered = sticky_segment_traffic(port, canary, two_year, rps=25, seconds=12)
+    assert answered.get(canary, 0) >= 20 and len(answered) == 2, answered
+    status = outcome(kyklos, "segment")
+    record = status["analysis"][-1]
+    assert record["verdict"] == "Fail", record
+    check = next(c for c in record["checks"] if c["name"] == "inputDrift")
+    assert check["verdict"] == "Fail" and "contract" in check["message"], check
+    assert status["phase"] == "RolledBack"
+    assert stable_generation(k8s, namespace, "segment") == generation
+
+
+# ------------------------------------------------------------ an artifact store that fails
+
+
+def test_an_unwritable_artifact_store_still_serves_counts_drops_and_is_inconclusive_naming_it(
+    cluster: Any,
+    k8s: Any,
+    namespace: str,
+    crds_installed: None,
+    operator: Any,
+    model_dir: Path,
+) -> None:
+    """Requests are answered, the proxies count every record they could not write, and the
+    analysis is Inconclusive naming the store and its error (not "no traffic"): Paused."""
+    blocker = model_dir / "not-a-directory"
+    blocker.write_text("a file where the artifact store's directory would be")
+    blocker.chmod(0o666)
+    operator({"KYKLOS_ARTIFACTS_URI": f"file://{blocker}/store"})
+    ky = Kyklos(k8s, namespace)
+    port = free_port()
+    ky.create("modeldeployments", model_deployment("nostore", model_dir, port, ANALYSIS))
+    wait_available(ky, "nostore")
+    new_canary(ky, "nostore")
+    wait_canary_holding(ky, "nostore")
+    _, flags = proxy_process(namespace, "nostore", "canary")
+    sender = Traffic(port, rps=15, max_seconds=10)
+    sender.thread.join(timeout=60)
+    answered = sender.finish()
+    assert sum(answered.values()) >= 100 and sender.failed == 0, (answered, sender.failed)
+    # Every request the canary answered is a record it could not write, counted (flushes
+    # every 2 s: wait for the last one).
+    canary_answered = answered[flags["--revision"]]
+    wait_for(
+        lambda: store_errors(int(flags["--metrics-port"])) == canary_answered,
+        timeout=30,
+        what=f"the canary proxy counting all {canary_answered} records it could not write",
+    )
+    status = outcome(ky, "nostore")
+    record = status["analysis"][-1]
+    assert record["verdict"] == "Inconclusive", record
+    assert f"artifact store file://{blocker}/store" in record["message"], record
+    assert "Not a directory" in record["message"], record
+    assert status["phase"] == "Paused"
+
+
+def store_errors(metrics_port: int) -> float:
+    """The proxy's dropped{reason="store_error"} (0 while none or no answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith('kyklos_serving_request_log_dropped_total{reason="store_error"}'):
+            return float(line.split()[-1])
+    return 0.0

@@ -53,6 +53,10 @@ class ProxySettings(_Wire, FlagsModel):
     max_buffer_records: int = Field(default=100_000, ge=1)
     upstream_timeout_seconds: float = Field(default=30.0, gt=0.0)
     host: str = "0.0.0.0"
+    journal_dir: str = Field(
+        default="",
+        description="Directory of the crash-safe journal of unflushed records (empty: none).",
+    )
 
 
 class RequestRecord(_Wire):

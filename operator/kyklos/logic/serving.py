@@ -9,7 +9,8 @@ With ``spec.observability.proxy`` (the default) every serving pod runs two conta
   ``http`` target) forwarding to the server, with the readiness probe the server had
   (``healthPath``, forwarded, so Ready means what it meant; probed on the ``metrics`` port,
   which serves ``/metrics`` and forwards ``healthPath`` too), and the artifact store mounted
-  for request logs.
+  for request logs; the proxy's ``/tmp`` is an ``emptyDir`` holding the request log's
+  crash-safe journal (``JOURNAL_DIR``), which outlives a restart of the proxy container.
 
 The server port and the metrics port are derived from (name, component, revision): in the
 process sandbox every pod shares the host network, and a server port of its own per
@@ -38,6 +39,9 @@ ENV_SERVER_PORT = "KYKLOS_SERVER_PORT"
 ENV_POD_NAME = "KYKLOS_POD_NAME"
 PORT_BASE = 20000
 PORT_SPAN = 10000
+#: On the proxy's /tmp emptyDir: survives a container restart, so a proxy killed outright
+#: is followed by one that counts what it lost (kyklos.serving.journal).
+JOURNAL_DIR = "/tmp/kyklos-proxy-journal"
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ def proxy_settings(
             log.flush_interval, "observability.requestLog.flushInterval"
         ),
         max_body_bytes=log.max_body_bytes,
+        journal_dir=JOURNAL_DIR,
     )
 
 

@@ -13,7 +13,14 @@ operator gave the server in ``KYKLOS_SERVER_PORT``. For each request it:
 - never waits for the artifact store: a background task writes the buffer as one Parquet
   file per flush (every ``flushInterval`` and on SIGTERM) in a thread. A buffer that is
   full drops new records, a write that fails drops its batch; both are counted in
-  ``kyklos_serving_request_log_dropped_total{reason}``.
+  ``kyklos_serving_request_log_dropped_total{reason}``;
+- keeps a crash-safe journal of how many records it buffered and how many left the
+  buffer (:mod:`kyklos.serving.journal`, on the pod's ``emptyDir``): a proxy killed
+  outright (SIGKILL, OOM) loses its unflushed buffer, and the next incarnation counts that
+  loss in ``kyklos_serving_request_log_dropped_total{reason="proxy_restart"}`` and logs a
+  warning naming how many. A record is taken before its response is sent, so every
+  answered request is either in a written file or counted (a request in flight at the kill
+  may be counted without its client getting the answer: too many, never too few).
 
 The readiness path (``healthPath``) is forwarded like any request, so the probe on the
 proxy means what it meant on the server; it is neither counted nor logged. The metrics
@@ -48,7 +55,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kyklos.api.serving import ProxySettings, RequestRecord
 from kyklos.logic.analysis import request_log_file, request_log_prefix
-from kyklos.serving.store import write_bytes
+from kyklos.serving.journal import Journal
+from kyklos.serving.store import exists, write_bytes
 
 log = logging.getLogger("kyklos.proxy")
 
@@ -115,6 +123,7 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.dropped.labels("proxy_restart")  # shown as 0 from the start
         self.written = Counter(
             "kyklos_serving_request_log_written_total",
             "Request-log records written to the artifact store.",
@@ -144,12 +153,31 @@ def _body_fields(data: bytes, limit: int) -> tuple[str | None, bytes | None, boo
 class RequestLog:
     """The bounded buffer of request records and its flushes to the artifact store."""
 
-    def __init__(self, settings: ProxySettings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: ProxySettings, metrics: Metrics, journal: Journal | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.journal = journal
         self.buffer: list[RequestRecord] = []
         self.sequence = 0
         self._lock = asyncio.Lock()
+
+    def recover(self) -> int:
+        """Count what a previous incarnation buffered and never wrote (see the journal)."""
+        if self.journal is None:
+            return 0
+        lost = self.journal.recover(exists)
+        if lost:
+            self.metrics.dropped.labels("proxy_restart").inc(lost)
+            log.warning(
+                "request log: %d records of a previous proxy of revision %s were buffered "
+                "and never written (killed before a flush); counted as "
+                'dropped{reason="proxy_restart"}',
+                lost,
+                self.settings.revision,
+            )
+        return lost
 
     def add(self, record: RequestRecord) -> None:
         """Buffer one record (dropped and counted when the buffer is full)."""
@@ -157,6 +185,8 @@ class RequestLog:
             self.metrics.dropped.labels("buffer_full").inc()
             return
         self.buffer.append(record)
+        if self.journal is not None:
+            self.journal.record_added()
         self.metrics.buffered.set(len(self.buffer))
 
     async def flush(self) -> int:
@@ -175,18 +205,21 @@ class RequestLog:
                 self.sequence,
             )
             try:
-                await asyncio.to_thread(_write_parquet, uri, batch)
+                await asyncio.to_thread(_write_parquet, uri, batch, self.journal)
             except Exception as exc:  # the store being down must never stop serving
                 self.metrics.dropped.labels("store_error").inc(len(batch))
                 log.warning(
                     "request log: %d records dropped, cannot write %s: %s", len(batch), uri, exc
                 )
                 return 0
+            finally:
+                if self.journal is not None:
+                    self.journal.settle(len(batch))
             self.metrics.written.inc(len(batch))
             return len(batch)
 
 
-def _write_parquet(uri: str, batch: list[RequestRecord]) -> None:
+def _write_parquet(uri: str, batch: list[RequestRecord], journal: Journal | None = None) -> None:
     # Column by column (the fields of RequestRecord.to_row): a model_dump per record would
     # hold the GIL long enough to stall the event loop at every flush.
     table = pa.table(
@@ -195,6 +228,8 @@ def _write_parquet(uri: str, batch: list[RequestRecord]) -> None:
     )
     sink = io.BytesIO()
     pq.write_table(table, sink)
+    if journal is not None:
+        journal.begin_flush(uri, len(batch))
     write_bytes(uri, sink.getvalue())
 
 
@@ -207,10 +242,11 @@ class Proxy:
         *,
         rng: random.Random | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        journal: Journal | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.log = RequestLog(settings, self.metrics)
+        self.log = RequestLog(settings, self.metrics, journal)
         self.rng = rng or random.Random()
         self.now = now
         self.upstream = f"http://127.0.0.1:{settings.server_port}"
@@ -267,9 +303,12 @@ class Proxy:
             out_headers["Content-Type"] = "text/plain"
             payload = (error + "\n").encode()
         response = web.Response(status=status, body=payload, headers=out_headers)
-        if request.path != self.settings.health_path:
-            latency = time.perf_counter() - started
-            self._record(request, body, status, payload, latency, arrived, error)
+        if request.path == self.settings.health_path:
+            return response
+        latency = time.perf_counter() - started
+        # Recorded (and journalled) before aiohttp sends it: an answered request is always
+        # in the buffer, so a kill can count a request in flight too, never miss an answer.
+        self._record(request, body, status, payload, latency, arrived, error)
         return response
 
     def _record(
@@ -349,7 +388,8 @@ async def serve(settings: ProxySettings, stop: asyncio.Event | None = None) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    proxy = Proxy(settings)
+    proxy = Proxy(settings, journal=_open_journal(settings))
+    proxy.log.recover()
     await proxy.open()
     runner = web.AppRunner(application(proxy), access_log=None, handle_signals=False)
     await runner.setup()
@@ -381,6 +421,19 @@ async def serve(settings: ProxySettings, stop: asyncio.Event | None = None) -> N
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await proxy.close()
+        if proxy.log.journal is not None:
+            proxy.log.journal.close()
+
+
+def _open_journal(settings: ProxySettings) -> Journal | None:
+    """The journal in ``journal_dir`` (None when unset, or when it cannot be opened)."""
+    if not settings.journal_dir or not settings.artifacts:
+        return None
+    try:
+        return Journal(settings.journal_dir)
+    except OSError as exc:  # a journal is worth a warning, never a proxy that cannot start
+        log.warning("request log: no journal in %s: %s", settings.journal_dir, exc)
+        return None
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:

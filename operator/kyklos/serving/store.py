@@ -47,3 +47,15 @@ def write_bytes(uri: str, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def exists(uri: str) -> bool:
+    """Whether a file exists at ``uri`` (False when the store cannot tell)."""
+    path = local_path(uri)
+    if path is not None:
+        return os.path.isfile(path)
+    try:
+        fs, _, paths = fsspec.get_fs_token_paths(uri)
+        return bool(fs.exists(paths[0]))
+    except (OSError, ValueError):
+        return False

@@ -6,7 +6,11 @@ windowEnd]``, asks Prometheus the step's queries (at ``windowEnd``), and judges 
 ``kyklos.logic.analysis.analyse`` (statistics from ``kyklos.logic.drift_stats``). The
 result is an :class:`~kyklos.api.serving.AnalysisSummary` on stdout and in the
 termination log. A store that cannot be read makes the verdict Inconclusive naming the
-cause (never a crash): the operator then acts per ``onInconclusive``.
+cause (never a crash): the operator then acts per ``onInconclusive``. A revision with no
+request-log directory is "no traffic" only when the store's root can be listed or does
+not exist yet (an object store has no prefix before its first write); a root that cannot
+be listed for another reason (not a directory, permission, connection refused) is the cause
+named instead, since the proxies could not have written there either.
 """
 
 from __future__ import annotations
@@ -44,7 +48,11 @@ def read_revision(args: AnalyzeArgs, revision: str, window_seconds: float) -> Re
     prefix = request_log_prefix(args.artifacts, args.namespace, args.name, revision)
     loc = resolve(prefix)
     try:
-        names = loc.fs.ls(loc.path, detail=False) if loc.fs.exists(loc.path) else []
+        if loc.fs.exists(loc.path):
+            names = loc.fs.ls(loc.path, detail=False)
+        else:
+            names = []
+            _check_store_root(args.artifacts)
         chosen = files_in_window(names, start, args.window_end, args.flush_seconds)
         sample = RevisionSample()
         for path in chosen:
@@ -64,6 +72,19 @@ def read_revision(args: AnalyzeArgs, revision: str, window_seconds: float) -> Re
             "SourceUnreachable", f"request logs of revision {revision}: {describe_error(err)}"
         ) from None
     return sample
+
+
+def _check_store_root(artifacts: str) -> None:
+    """SourceError naming why the artifact store's root cannot be listed (if it cannot)."""
+    root = resolve(artifacts)
+    try:
+        root.fs.ls(root.path, detail=False)
+    except FileNotFoundError:
+        return  # nothing written yet: no traffic, judged as such
+    except OSError as err:
+        raise SourceError(
+            "SourceUnreachable", f"artifact store {artifacts}: {describe_error(err)}"
+        ) from None
 
 
 def _json_or_none(text: str | None) -> Any:

@@ -526,6 +526,63 @@ BAD = [
         },
         at="spec.strategy.analysis.prometheus.queries.0.query",
     ),
+    # Canary analysis bad input (issue 14): an unknown check, thresholds out of range,
+    # minSamples < 1 in a step's own analysis, a malformed PromQL template.
+    Case(
+        "deployment-analysis-unknown-check",
+        "ModelDeployment",
+        {"spec.strategy.analysis": {"cpuUsage": {"max": 0.9}}},
+        at="spec.strategy.analysis.cpuUsage",
+    ),
+    Case(
+        "deployment-step-analysis-unknown-check",
+        "ModelDeployment",
+        {"spec.strategy.steps.1.analysis": {"minSamples": 5, "gpuMemory": {"max": 1}}},
+        at="spec.strategy.steps.1.analysis.gpuMemory",
+    ),
+    Case(
+        "deployment-analysis-drift-share-above-one",
+        "ModelDeployment",
+        {"spec.strategy.analysis": {"inputDrift": {"threshold": 0.2, "driftShare": 1.5}}},
+        at="spec.strategy.analysis.inputDrift.driftShare",
+    ),
+    Case(
+        "deployment-analysis-latency-ratio-below-one",
+        "ModelDeployment",
+        {"spec.strategy.analysis": {"latency": {"p99MaxRatio": 0.5}}},
+        at="spec.strategy.analysis.latency.p99MaxRatio",
+    ),
+    Case(
+        "deployment-analysis-drift-threshold-zero",
+        "ModelDeployment",
+        {"spec.strategy.analysis": {"predictionDrift": {"threshold": 0}}},
+        at="spec.strategy.analysis.predictionDrift.threshold",
+    ),
+    Case(
+        "deployment-step-analysis-min-samples-zero",
+        "ModelDeployment",
+        {"spec.strategy.steps.0.analysis": {"minSamples": 0}},
+        at="spec.strategy.steps.0.analysis.minSamples",
+    ),
+    Case(
+        "deployment-analysis-unclosed-query-variable",
+        "ModelDeployment",
+        {
+            "spec.strategy.analysis": {
+                "prometheus": {
+                    "address": "http://p:9090",
+                    "queries": [
+                        {
+                            "name": "q",
+                            "query": 'up{rev="{{revision}"}',
+                            "successCondition": "result > 0",
+                        }
+                    ],
+                }
+            }
+        },
+        at="spec.strategy.analysis.prometheus.queries.0.query",
+    ),
     Case(
         "deployment-bad-manual-pause",
         "ModelDeployment",

@@ -94,3 +94,17 @@ def test_server_ports_differ_per_revision_and_component_and_avoid_the_service_po
     assert serving_ports("churn", "stable", "a", 8080) == ports  # deterministic
     clash = serving_ports("churn", "stable", "a", ports.server)
     assert ports.server not in (clash.server, clash.metrics)
+
+
+def test_the_proxy_journal_lives_on_an_emptydir_that_outlives_a_container_restart() -> None:
+    """A read-only root filesystem: the journal must be on the proxy's emptyDir mount."""
+    body = build_serving_deployment(
+        OWNER, spec(), rollout.CANARY, MODEL, 1, "/mnt/kyklos/pvc", PROXY
+    )
+    proxy = containers(body)["proxy"]
+    settings = ProxySettings.from_flags(proxy["command"][2:])
+    mounts = {m["mountPath"]: m["name"] for m in proxy["volumeMounts"]}
+    volumes = {v["name"]: v for v in body["spec"]["template"]["spec"]["volumes"]}
+    under = [path for path in mounts if settings.journal_dir.startswith(path.rstrip("/") + "/")]
+    assert under, (settings.journal_dir, mounts)
+    assert "emptyDir" in volumes[mounts[under[0]]]

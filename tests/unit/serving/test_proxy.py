@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -256,7 +260,6 @@ def test_proxy_settings_round_trip_through_args() -> None:
 
 def test_sigterm_flushes_the_buffer_of_a_real_proxy_process(tmp_path: Path) -> None:
     """A restart (SIGTERM, as the kubelet stops a pod) loses no buffered record."""
-    import signal
     import subprocess
     import sys
     import time
@@ -296,3 +299,68 @@ def test_sigterm_flushes_the_buffer_of_a_real_proxy_process(tmp_path: Path) -> N
 
     assert asyncio.run(scenario()) == 0
     assert len(written_records(tmp_path)) == 7
+
+
+def _start(s: ProxySettings) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kyklos", "proxy", *s.to_flags()], stderr=subprocess.PIPE
+    )
+
+
+async def _wait_listening(session: aiohttp.ClientSession, s: ProxySettings) -> None:
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with session.get(f"http://127.0.0.1:{s.metrics_port}/metrics"):
+                return
+        except aiohttp.ClientConnectionError:
+            assert time.monotonic() < deadline, "the proxy did not start"
+            await asyncio.sleep(0.05)
+
+
+def test_sigkill_loses_the_buffer_and_the_next_proxy_counts_it(tmp_path: Path) -> None:
+    """Real proxy processes: 7 answered, SIGKILL, restart -> 7 counted, 0 written."""
+
+    s = settings(tmp_path, flush_seconds=3600.0, journal_dir=str(tmp_path / "journal"))
+
+    async def scenario() -> tuple[str, bytes, int]:
+        runner = await model_server(s.server_port)
+        first = _start(s)
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            async with aiohttp.ClientSession() as session:
+                await _wait_listening(session, s)
+                for _ in range(7):
+                    async with session.post(
+                        f"http://127.0.0.1:{s.listen_port}/predict", json={"rows": [{}]}
+                    ) as r:
+                        assert r.status == 200
+            first.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(first.wait, 30)
+            second = _start(s)
+            async with aiohttp.ClientSession() as session:
+                await _wait_listening(session, s)
+                metrics = await metrics_text(s)(session)
+            second.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.to_thread(second.communicate, None, 30)
+            third = _start(s)  # after a clean stop: nothing to count
+            async with aiohttp.ClientSession() as session:
+                await _wait_listening(session, s)
+                after_clean = await metrics_text(s)(session)
+            third.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(third.wait, 30)
+            return metrics + after_clean, stderr, second.returncode
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+            await runner.cleanup()
+
+    metrics, stderr, code = asyncio.run(scenario())
+    assert code == 0
+    assert written_records(tmp_path) == []
+
+    assert 'kyklos_serving_request_log_dropped_total{reason="proxy_restart"} 7.0' in metrics
+    assert 'kyklos_serving_request_log_dropped_total{reason="proxy_restart"} 0.0' in metrics
+    assert b"7 records of a previous proxy of revision rev1" in stderr

@@ -106,3 +106,16 @@ def test_no_traffic_is_inconclusive_and_an_unreadable_store_names_the_cause(tmp_
     assert summary.verdict == Verdict.INCONCLUSIVE and not summary.ok
     assert "cannot read the request logs" in (summary.message or "")
     assert "gcs" in (summary.message or "")
+
+
+def test_a_store_the_proxies_could_not_write_is_inconclusive_naming_it_not_no_traffic(
+    tmp_path: Path,
+) -> None:
+    """The store unreachable: the proxies dropped their logs (counted), the analysis says why."""
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the store's directory would be")
+    summary = run(tmp_path, {"minSamples": 5}, store=f"file://{blocker}/store")
+    assert summary.verdict == Verdict.INCONCLUSIVE and not summary.ok
+    message = summary.message or ""
+    assert "cannot read the request logs: artifact store file://" in message
+    assert "Not a directory" in message
