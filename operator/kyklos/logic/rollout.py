@@ -128,10 +128,17 @@ from kyklos.logic.modelfetch import (
     with_model_fetch,
 )
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
+from kyklos.logic.podspec import (
+    WORKER_UID,
+    claim_of,
+    claim_volumes,
+    restricted_container_security,
+    restricted_pod_security,
+    tmp_volume,
+)
 from kyklos.logic.podtemplate import apply_pod_template
 from kyklos.logic.redaction import redact
 from kyklos.logic.serving import ProxyImage, add_proxy_sidecar
-from kyklos.logic.workerjob import WORKER_UID, claim_of, volume_name
 
 KIND = "ModelDeployment"
 STABLE = "stable"
@@ -363,25 +370,16 @@ def build_serving_deployment(
         {"name": ENV_MODEL_URI, "value": model.uri},
         {"name": ENV_MODEL_VERSION, "value": model.version},
     ]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    tmp, tmp_mount = tmp_volume()
+    volumes: list[dict[str, Any]] = [tmp]
+    mounts: list[dict[str, Any]] = [tmp_mount]
     # resolve_model() already rejected malformed pvc:// URIs.
     claim = claim_of(model.uri, "model.uri")
     if claim:
         env.append({"name": ENV_PVC_ROOT, "value": pvc_root})
-        volumes.append(
-            {
-                "name": volume_name(claim),
-                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
-            }
-        )
-        mounts.append(
-            {
-                "name": volume_name(claim),
-                "mountPath": f"{pvc_root.rstrip('/')}/{claim}",
-                "readOnly": True,
-            }
-        )
+        claim_vols, claim_mounts = claim_volumes({claim: True}, pvc_root)
+        volumes += claim_vols
+        mounts += claim_mounts
     env.extend(
         {"name": k, "value": v}
         for k, v in sorted((runtime.env or {}).items())
@@ -397,14 +395,7 @@ def build_serving_deployment(
             "periodSeconds": 5,
             "failureThreshold": 3,
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_container_security(RUN_AS_USER),
         "volumeMounts": mounts,
     }
     if runtime.command:
@@ -432,10 +423,8 @@ def build_serving_deployment(
                     "metadata": {"labels": pod_labels, "annotations": template_annotations},
                     "spec": {
                         "automountServiceAccountToken": False,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        # No fsGroup: the model's claim is mounted read-only.
+                        "securityContext": restricted_pod_security(RUN_AS_USER, fs_group=False),
                         "containers": [container],
                         "volumes": volumes,
                     },
