@@ -66,6 +66,11 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- indexes
 
 
+def _by_owner(namespace: str | None, labels: kopf.Labels, value: Any) -> dict[Key, Any]:
+    """An index entry of a child: ``value`` under its owner's key."""
+    return {(namespace or "", labels[OWNER_LABEL]): value}
+
+
 @kopf.index(GROUP, VERSION, "modeldeployments")
 def md_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Key, Any]:
     """ModelDeployments by (namespace, name), for reconciles triggered by children and time."""
@@ -93,28 +98,19 @@ def md_training_jobs(body: kopf.Body, namespace: str | None, name: str, **_: Any
     }
 
 
-@kopf.index("apps", "v1", "deployments", labels=CHILDREN)
-def md_deployments(
+def _child_by_owner(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, Any]:
-    """Serving Deployments by owner."""
-    return {(namespace or "", labels[OWNER_LABEL]): _plain(body)}
+    """A serving Deployment, Service or HPA, by owner."""
+    return _by_owner(namespace, labels, _plain(body))
 
 
-@kopf.index("", "v1", "services", labels=CHILDREN)
-def md_services(
-    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
-) -> dict[Key, Any]:
-    """Services by owner."""
-    return {(namespace or "", labels[OWNER_LABEL]): _plain(body)}
-
-
-@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=CHILDREN)
-def md_hpas(
-    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
-) -> dict[Key, Any]:
-    """HPAs by owner."""
-    return {(namespace or "", labels[OWNER_LABEL]): _plain(body)}
+for _id, _group, _version, _plural in (
+    ("md_deployments", "apps", "v1", "deployments"),
+    ("md_services", "", "v1", "services"),
+    ("md_hpas", "autoscaling", "v2", "horizontalpodautoscalers"),
+):
+    kopf.index(_group, _version, _plural, id=_id, labels=CHILDREN)(_child_by_owner)
 
 
 @kopf.index("", "v1", "pods", labels=CANARY_PODS)
@@ -123,14 +119,11 @@ def md_canary_pods(
 ) -> dict[Key, Any]:
     """Canary pods by owner: only their model label and restart counts."""
     statuses = (body.get("status") or {}).get("containerStatuses") or []
-    return {
-        (namespace or "", labels[OWNER_LABEL]): {
-            "metadata": {"name": body["metadata"]["name"], "labels": dict(labels)},
-            "status": {
-                "containerStatuses": [{"restartCount": s.get("restartCount", 0)} for s in statuses]
-            },
-        }
-    }
+    restarts = [{"restartCount": s.get("restartCount", 0)} for s in statuses]
+    meta = {"name": body["metadata"]["name"], "labels": dict(labels)}
+    return _by_owner(
+        namespace, labels, {"metadata": meta, "status": {"containerStatuses": restarts}}
+    )
 
 
 @kopf.index("", "v1", "pods", labels=CHILDREN)
@@ -141,7 +134,7 @@ def md_fetch_failures(
     failure = fetch_failure(body, rollout.REVISION_LABEL)
     if failure is None:
         return None
-    return {(namespace or "", labels[OWNER_LABEL]): failure.to_index()}
+    return _by_owner(namespace, labels, failure.to_index())
 
 
 @kopf.index("batch", "v1", "jobs", labels=ANALYSIS)
@@ -149,12 +142,10 @@ def md_analysis_jobs(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, Any]:
     """Analysis Jobs by owner: name and status."""
-    return {
-        (namespace or "", labels[OWNER_LABEL]): {
-            "metadata": {"name": body["metadata"]["name"]},
-            "status": copy.deepcopy(dict(body.get("status") or {})),
-        }
-    }
+    status = copy.deepcopy(dict(body.get("status") or {}))
+    return _by_owner(
+        namespace, labels, {"metadata": {"name": body["metadata"]["name"]}, "status": status}
+    )
 
 
 @kopf.index("", "v1", "pods", labels=ANALYSIS)
@@ -162,17 +153,12 @@ def md_analysis_pods(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, Any]:
     """Analysis pods by owner: their Job and what they left in the termination message."""
-    return {
-        (namespace or "", labels[OWNER_LABEL]): {
-            "metadata": {"labels": dict(labels)},
-            "status": {
-                "phase": (body.get("status") or {}).get("phase"),
-                "containerStatuses": copy.deepcopy(
-                    list((body.get("status") or {}).get("containerStatuses") or [])
-                ),
-            },
-        }
+    status = body.get("status") or {}
+    kept = {
+        "phase": status.get("phase"),
+        "containerStatuses": copy.deepcopy(list(status.get("containerStatuses") or [])),
     }
+    return _by_owner(namespace, labels, {"metadata": {"labels": dict(labels)}, "status": kept})
 
 
 INDEX_NAMES = (
@@ -285,7 +271,7 @@ def _reconcile(
         assert invalid is not None
         wrote = _write(body, stored, invalid.status, memory)
         if wrote:
-            _announce(body, invalid.events)
+            _announce(body, [invalid.event])
         return CONFLICT_RETRY_SECONDS if wrote is None else None
     job = None
     if spec.model.from_training_job:
@@ -513,54 +499,31 @@ async def md_event(
         _daemons.wake(key)
 
 
-def _wake_owner(namespace: str | None, labels: kopf.Labels) -> None:
+async def _wake_owner(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    """A child changed: its owner's daemon reconciles."""
     _daemons.wake((namespace or "", labels[OWNER_LABEL]))
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=CHILDREN)
-async def md_deployment_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    """A serving Deployment changed: its owner reconciles."""
-    _wake_owner(namespace, labels)
-
-
-@kopf.on.event("", "v1", "services", labels=CHILDREN)
-async def md_service_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    """A Service changed (e.g. deleted by hand): its owner reconciles."""
-    _wake_owner(namespace, labels)
-
-
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=CHILDREN)
-async def md_hpa_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    """An HPA changed: its owner reconciles."""
-    _wake_owner(namespace, labels)
-
-
-@kopf.on.event("", "v1", "pods", labels=CANARY_PODS)
-async def md_canary_pod_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    """A canary pod changed (restarts): its owner reconciles."""
-    _wake_owner(namespace, labels)
 
 
 def _fetch_failed(body: kopf.Body, **_: Any) -> bool:
     return fetch_failure(body, rollout.REVISION_LABEL) is not None
 
 
-@kopf.on.event("", "v1", "pods", labels=CHILDREN, when=_fetch_failed)
-async def md_fetch_failure_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    """A serving pod's model download failed (again): its owner reconciles."""
-    _wake_owner(namespace, labels)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=ANALYSIS)
-async def md_analysis_job_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    """An analysis Job changed: its owner reconciles."""
-    _wake_owner(namespace, labels)
-
-
-@kopf.on.event("", "v1", "pods", labels=ANALYSIS)
-async def md_analysis_pod_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    """An analysis pod changed (its termination message): its owner reconciles."""
-    _wake_owner(namespace, labels)
+#: The children whose events wake their owner: (id, group, version, plural, labels, filter).
+CHILD_TRIGGERS: tuple[tuple[str, str, str, str, dict[str, Any], Any], ...] = (
+    ("md_deployment_event", "apps", "v1", "deployments", CHILDREN, None),
+    # e.g. a Service deleted by hand
+    ("md_service_event", "", "v1", "services", CHILDREN, None),
+    ("md_hpa_event", "autoscaling", "v2", "horizontalpodautoscalers", CHILDREN, None),
+    # canary restarts
+    ("md_canary_pod_event", "", "v1", "pods", CANARY_PODS, None),
+    # a serving pod's model download failed (again)
+    ("md_fetch_failure_event", "", "v1", "pods", CHILDREN, _fetch_failed),
+    ("md_analysis_job_event", "batch", "v1", "jobs", ANALYSIS, None),
+    # an analysis pod's termination message
+    ("md_analysis_pod_event", "", "v1", "pods", ANALYSIS, None),
+)
+for _id, _group, _version, _plural, _labels, _when in CHILD_TRIGGERS:
+    kopf.on.event(_group, _version, _plural, id=_id, labels=_labels, when=_when)(_wake_owner)
 
 
 @kopf.on.event(GROUP, VERSION, "trainingjobs")

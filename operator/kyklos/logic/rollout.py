@@ -92,8 +92,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
-
 from kyklos.api.common import ConditionStatus, ConditionType, Reason
 from kyklos.api.deployment import (
     MANUAL_PAUSE,
@@ -113,11 +111,11 @@ from kyklos.logic import analysis as canary_analysis
 from kyklos.logic.analysis import AnalysisJobPlan, RequestedAction
 from kyklos.logic.conditions import (
     Event,
+    SpecRejection,
     get_condition,
-    invalid_spec_status,
     rfc3339,
     set_condition,
-    spec_error,
+    validate_spec,
 )
 from kyklos.logic.durations import duration_seconds
 from kyklos.logic.modelfetch import (
@@ -767,30 +765,14 @@ def _desired_replicas(spec: ModelDeploymentSpec, stable: Mapping[str, Any] | Non
     return int(observed) if observed is not None else spec.autoscaling.min_replicas
 
 
-@dataclass(frozen=True)
-class InvalidSpec:
-    """A spec the CRD let through but the model rejects: this status and these Events, no
-    child touched (what runs keeps running until the spec is fixed)."""
-
-    status: dict[str, Any]
-    events: list[Event]
-
-
 def parse_spec(
     body: Mapping[str, Any], now: datetime
-) -> tuple[ModelDeploymentSpec, None] | tuple[None, InvalidSpec]:
-    """The ModelDeployment's spec, or (None, Ready=False InvalidSpec naming the field)."""
-    try:
-        return ModelDeploymentSpec.model_validate(body.get("spec") or {}), None
-    except ValidationError as exc:
-        message = spec_error(exc)
-    status = invalid_spec_status(
-        body.get("status") or {},
-        message=message,
-        generation=(body.get("metadata") or {}).get("generation"),
-        now=now,
-    )
-    return None, InvalidSpec(status, [Event(Reason.INVALID_SPEC, message, warning=True)])
+) -> tuple[ModelDeploymentSpec, None] | tuple[None, SpecRejection]:
+    """The ModelDeployment's spec, or (None, Ready=False InvalidSpec naming the field).
+
+    No phase: what runs keeps running (and no child is touched) until the spec is fixed.
+    """
+    return validate_spec(ModelDeploymentSpec, body, now)
 
 
 def decide(

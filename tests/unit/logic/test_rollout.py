@@ -975,5 +975,5 @@ def test_parse_spec_returns_the_spec_or_an_invalid_spec_decision_naming_the_fiel
     assert ready["message"].startswith("spec.replicas: ")
     assert invalid.status["observedGeneration"] == 3
     assert "phase" not in invalid.status  # what runs keeps running (and its phase)
-    assert [(e.reason, e.warning) for e in invalid.events] == [("InvalidSpec", True)]
-    assert invalid.events[0].message == ready["message"]
+    assert (invalid.event.reason, invalid.event.warning) == ("InvalidSpec", True)
+    assert invalid.event.message == ready["message"]
