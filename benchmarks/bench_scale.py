@@ -394,6 +394,18 @@ def new_tj_gets_job(api: Any, name: str, timeout: float) -> float | None:
     return None if got is None else time.monotonic() - t0
 
 
+def dump_stacks(pid: int, path: Path) -> str:
+    """Write every thread's Python stack of ``pid`` to ``path`` (py-spy, when installed)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return "(py-spy not installed: no stacks of the operator that did not exit)"
+    done = subprocess.run(
+        [spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60
+    )
+    path.write_text(done.stdout + done.stderr)
+    return f"operator still running 10 s after SIGTERM: its stacks are in {path}"
+
+
 def proxied_kubeconfig(kubeconfig: Path, proxy_url: str, path: Path) -> Path:
     """The operator's token kubeconfig, pointed at the fault proxy (plain HTTP on loopback)."""
     config = yaml.safe_load(kubeconfig.read_text())
@@ -694,7 +706,11 @@ def main() -> int:
         t_term = time.monotonic()
         operator.send_signal(signal.SIGTERM)
         try:
-            operator.wait(timeout=60)
+            try:
+                operator.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                report(dump_stacks(operator.pid, workdir / "operator-stacks.txt"))
+                operator.wait(timeout=50)
             report(
                 f"SIGTERM -> exit: {time.monotonic() - t_term:.1f} s with everything held "
                 f"(target <= 10 s), exit code {operator.returncode}"

@@ -337,6 +337,10 @@ def kubelet_policy(cluster: Cluster) -> Iterator[Callable[[str | Mapping[str, An
 # -------------------------------------------------------------------------------- operator
 
 
+class _PortTaken(Exception):
+    """The operator could not listen on a port picked for it (taken meanwhile)."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:
@@ -418,6 +422,26 @@ class OperatorRunner:
         if service_account is not None:
             kubeconfig = service_account.kubeconfig
         kubeconfig = kubeconfig or self.cluster.kubeconfig
+        # A port free when picked may be taken by another process before the operator
+        # binds it; the operator then exits 2 naming it, and a second pick is tried.
+        for _attempt in range(2):
+            try:
+                return self._start(
+                    extra_env, kubeconfig, wait_healthy, timeout, namespaces, extra_args
+                )
+            except _PortTaken:
+                continue
+        return self._start(extra_env, kubeconfig, wait_healthy, timeout, namespaces, extra_args)
+
+    def _start(
+        self,
+        extra_env: Mapping[str, str] | None,
+        kubeconfig: Path,
+        wait_healthy: bool,
+        timeout: float,
+        namespaces: Sequence[str],
+        extra_args: Sequence[str],
+    ) -> OperatorProcess:
         metrics_port, health_port = free_port(), free_port()
         liveness = f"http://127.0.0.1:{health_port}/healthz"
         log_path = self.workdir / f"operator-{len(self.started) + 1}.log"
@@ -454,6 +478,8 @@ class OperatorRunner:
             deadline = time.monotonic() + timeout
             while True:
                 if proc.poll() is not None:
+                    if proc.returncode == 2 and "address already in use" in _tail(log_path):
+                        raise _PortTaken(_tail(log_path))
                     raise AssertionError(
                         f"the operator exited with {proc.returncode} during start-up; "
                         f"log {log_path}:\n{_tail(log_path)}"

@@ -308,7 +308,7 @@ def test_a_changed_file_yields_a_new_version_and_unchanged_refreshes_write_nothi
     first = write_csv(path, rows(60))
     kyklos.create("datasets", dataset("live", f"file://{path}", refreshInterval="2s"))
     status = wait_finished(kyklos, "live")
-    assert status["phase"] == "Ready" and status["version"] == version_of(first)[0]
+    assert status["phase"] == "Ready" and status["version"] == version_of(first)[0], status
 
     # Unchanged data: refresh Jobs run, are deleted, and the Dataset is never written.
     watcher = JobWatcher(k8s, namespace)

@@ -13,7 +13,6 @@ leaves it to the next watch event), then post one Event per transition.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 from collections.abc import Iterable, Mapping
@@ -24,7 +23,7 @@ from typing import Any
 import kopf
 
 from kyklos.api.dataset import DatasetPhase
-from kyklos.controllers import client, config, metrics, runtime, status
+from kyklos.controllers import client, config, metrics, runtime, status, threads
 from kyklos.logic import dataset as logic
 from kyklos.logic.naming import MANAGED_BY, label_value, owner_label
 from kyklos.logic.pods import diagnosis_view
@@ -54,6 +53,9 @@ class _Memory(runtime.Memory):
     last_check: datetime | None = None  # when the last refresh was started
     run_floor: int = 0  # refresh Jobs created so far take lower numbers
     retry: bool = False  # the last reconcile failed or asked to be repeated
+    retry_delay: float = (
+        0.0  # after a failure: the backoff the log announced, which the daemon waits
+    )
 
 
 _objects: runtime.Objects[_Memory] = runtime.Objects(_Memory)
@@ -142,7 +144,8 @@ def reconcile(
         except Exception as exc:
             memory.retry = True
             memory.failures += 1
-            runtime.log_failure(KIND, namespace, name, exc, runtime.retry_after(memory.failures))
+            memory.retry_delay = runtime.retry_after(memory.failures)
+            runtime.log_failure(KIND, namespace, name, exc, memory.retry_delay)
 
 
 def _reconcile_locked(
@@ -266,7 +269,7 @@ async def dataset_clock(
         unsettled = memory.retry or not logic.is_settled(live)
         delay = RESYNC_SECONDS if unsettled else IDLE_SECONDS
         if memory.failures:
-            delay = runtime.retry_after(memory.failures)
+            delay = memory.retry_delay
         if due is not None:
             delay = min(delay, max((due - now).total_seconds(), 0.0))
         if delay > 0:
@@ -282,4 +285,4 @@ async def dataset_clock(
             continue
         if refresh_due:
             memory.last_check = now
-        await asyncio.to_thread(_reconcile_key, key, kwargs, refresh_due=refresh_due)
+        await threads.run(_reconcile_key, key, kwargs, refresh_due=refresh_due)

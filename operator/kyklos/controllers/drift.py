@@ -10,6 +10,7 @@ child and reference changes wake it at once.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Mapping
@@ -46,14 +47,53 @@ MAX_SLEEP = 300.0
 CONFLICT_RETRY_SECONDS = 1.0
 
 
+#: What a monitor reads of a Dataset: its readiness and where its profile and sample are.
+_DATASET_FIELDS = ("conditions", "phase", "profileUri", "sampleUri", "version")
+IDX_DATASETS = "drift_datasets"
+_indexes: dict[str, Any] = {}
+
+
+@kopf.index("kyklos.io", "v1alpha1", "datasets", id=IDX_DATASETS)
+async def drift_datasets(
+    namespace: str | None, name: str, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Datasets as a monitor reads them, so a check costs no GET of its two Datasets.
+
+    kopf updates an index before it calls the event handlers of the same event, so the
+    monitor that :func:`on_dataset` wakes already reads the Dataset's new status here.
+    """
+    kept = {k: copy.deepcopy(status[k]) for k in _DATASET_FIELDS if k in status}
+    return {
+        (namespace or "", name): {
+            "metadata": {"namespace": namespace, "name": name},
+            "status": kept,
+        }
+    }
+
+
+@kopf.on.startup()
+async def drift_startup(**kwargs: Any) -> None:
+    """Keep the Dataset index for the reconciles, which run in threads."""
+    _indexes[IDX_DATASETS] = kwargs[IDX_DATASETS]
+
+
+def _dataset(namespace: str, name: str) -> Mapping[str, Any] | None:
+    """The Dataset as indexed (read from a thread: a copy retried if kopf mutates it meanwhile)."""
+    index = _indexes.get(IDX_DATASETS)
+    if index is not None:
+        found = runtime.index_values(index, (namespace, name))
+        return found[0] if found else None
+    return client.get(client.DATASETS, namespace, name)
+
+
 def observe(
     namespace: str, name: str, spec: DriftMonitorSpec, status: Mapping[str, Any]
 ) -> Observed:
     """Read what the monitor's decision depends on."""
-    reference = client.get(client.DATASETS, namespace, baseline_name(spec, status))
+    reference = _dataset(namespace, baseline_name(spec, status))
     current = None
     if spec.current.dataset_ref is not None:
-        current = client.get(client.DATASETS, namespace, spec.current.dataset_ref.name)
+        current = _dataset(namespace, spec.current.dataset_ref.name)
     selector = {OWNER: name, "app.kubernetes.io/component": "drift-check"}
     jobs = client.list_objects(client.JOBS, namespace, selector)
     pods = client.list_objects(client.PODS, namespace, selector) if jobs else []

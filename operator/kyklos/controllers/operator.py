@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
 import random
+import signal
 import socket
+import threading
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 from urllib3.exceptions import HTTPError
 
-from kyklos.controllers import client, config
+from kyklos.controllers import client, config, threads
 
 log = logging.getLogger("kyklos.operator")
 
@@ -177,12 +180,38 @@ def _settings(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.posting.enabled = False
     # Only short blocking calls run on the executor: every daemon and retry that waits is
     # async, so this bounds concurrency, not how many objects the operator can hold.
-    settings.execution.max_workers = config.current().executor_workers
+    settings.execution.executor = threads.install(config.current().executor_workers)
     # Every handler is a level-triggered, idempotent reconcile: coalescing an object's events
     # for kopf's default 0.1 s only adds that much to create -> child latency.
     settings.batching.batch_window = 0.01
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
+
+
+#: Set by the operator's own SIGTERM/SIGINT handler; kopf stops when it is set.
+_stop: asyncio.Event | None = None
+
+
+@kopf.on.startup()
+async def _own_signals(settings: kopf.OperatorSettings, **_: object) -> None:
+    """Replace kopf's SIGTERM/SIGINT handlers with one that first drops queued reconciles.
+
+    kopf's own handler only stops the operator; the calls queued on the thread pool would
+    all run before the process could exit (minutes, for an operator resuming thousands of
+    objects). Only in the main thread: signals are delivered there alone.
+    """
+    stop = _stop
+    if stop is None or threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+
+    def stopping(sig: signal.Signals) -> None:
+        log.info("%s received: stopping", sig.name)
+        settings.execution.executor = threads.stop()
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping, sig)
 
 
 def run(options: RunOptions, cfg: config.OperatorConfig) -> int:
@@ -228,6 +257,8 @@ def run(options: RunOptions, cfg: config.OperatorConfig) -> int:
         cfg.artifacts_uri,
         cfg.worker_image,
     )
+    global _stop
+    _stop = asyncio.Event()
     kopf.run(
         clusterwide=not options.namespaces,
         namespaces=list(options.namespaces),
@@ -237,5 +268,6 @@ def run(options: RunOptions, cfg: config.OperatorConfig) -> int:
         # let the highest act while the others stand by (kopf's recipe for several pods).
         priority=random.randint(1, 32767) if options.peering else None,
         liveness_endpoint=options.liveness,
+        stop_flag=_stop,
     )
     return 0

@@ -26,7 +26,7 @@ from typing import Any
 import kopf
 
 from kyklos.api.common import ConditionStatus
-from kyklos.controllers import client, config
+from kyklos.controllers import client, config, threads
 from kyklos.controllers.status import emit
 from kyklos.logic import registry
 from kyklos.logic.conditions import get_condition, set_condition
@@ -234,18 +234,16 @@ def _sync_once(res: client.Resource, body: Mapping[str, Any], tracking_uri: str)
 async def _sync_loop(res: client.Resource, namespace: str, name: str, tracking_uri: str) -> None:
     delay = RETRY_SECONDS
     while True:
-        body = await asyncio.to_thread(client.get, res, namespace, name)
+        body = await threads.run(client.get, res, namespace, name)
         if body is None or registry.registry_name(body) is None:
             return
         try:
-            await asyncio.to_thread(_sync_once, res, body, tracking_uri)
+            await threads.run(_sync_once, res, body, tracking_uri)
             return
         except RegistryError as exc:
             log.warning("registry sync of %s %s/%s: %s", res.kind, namespace, name, exc)
             try:
-                await asyncio.to_thread(
-                    _write, res, body, False, REASON_UNAVAILABLE, str(exc), None
-                )
+                await threads.run(_write, res, body, False, REASON_UNAVAILABLE, str(exc), None)
             except Exception as write_error:  # the next attempt writes again
                 log.warning(
                     "cannot write RegistrySynced of %s/%s: %s", namespace, name, write_error
@@ -262,7 +260,7 @@ NOT_CONFIGURED = (
 
 
 async def _not_configured(res: client.Resource, body: Mapping[str, Any]) -> None:
-    await asyncio.to_thread(_write, res, body, False, REASON_NOT_CONFIGURED, NOT_CONFIGURED, None)
+    await threads.run(_write, res, body, False, REASON_NOT_CONFIGURED, NOT_CONFIGURED, None)
 
 
 def _schedule(res: client.Resource, namespace: str, name: str) -> None:

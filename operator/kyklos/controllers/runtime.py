@@ -35,7 +35,7 @@ from typing import Any, Generic, TypeVar
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from kyklos.controllers import client, status
+from kyklos.controllers import client, status, threads
 from kyklos.logic.conditions import status_after
 
 log = logging.getLogger("kyklos.runtime")
@@ -224,10 +224,11 @@ def index_values(index: Mapping[Any, Iterable[Any]] | None, key: Hashable) -> li
 class Daemons:
     """The wake-up flags of one kind's per-object async daemons; used on kopf's event loop.
 
-    ``await daemons.run(key, stopped, reconcile)`` is a daemon's whole body: reconcile in a
-    worker thread, then wait for the delay it returned (at most ``max_sleep``: a safety net,
-    not the schedule), for :meth:`wake`, or for ``stopped`` (the object's deletion or the
-    operator's exit; kopf cancels a daemon still running after ``cancellation_timeout``).
+    ``await daemons.run(key, stopped, reconcile)`` is a daemon's whole body: reconcile on the
+    operator's pool (:mod:`kyklos.controllers.threads`, emptied on SIGTERM), then wait for
+    the delay it returned (at most ``max_sleep``: a safety net, not the schedule), for
+    :meth:`wake`, or for ``stopped`` (the object's deletion or the operator's exit; kopf
+    cancels a daemon still running after ``cancellation_timeout``).
     """
 
     def __init__(self, max_sleep: float) -> None:
@@ -251,7 +252,7 @@ class Daemons:
         try:
             while not stopped:
                 flag.clear()
-                delay = await asyncio.to_thread(reconcile)
+                delay = await threads.run(reconcile)
                 wait = self.max_sleep if delay is None else min(max(delay, 0.0), self.max_sleep)
                 await _sleep(stopped, flag, wait)
         finally:

@@ -12,6 +12,8 @@ process: the pod handlers here share the pod watch the Dataset controller alread
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -23,7 +25,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from kyklos.controllers import client, config, metrics, runtime, status
+from kyklos.controllers import client, config, metrics, runtime, status, threads
 from kyklos.logic import evaluation, training
 from kyklos.logic.naming import COMPONENT, MANAGED_BY, label_value, owner_label
 from kyklos.logic.pods import diagnosis_view
@@ -58,8 +60,7 @@ class _State:
     guard: threading.Lock = field(default_factory=threading.Lock)
     # Children created but not yet seen by the watch (avoids a second create and its 409).
     created: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
-    resync: threading.Thread | None = None
+    resync: asyncio.Task[None] | None = None
 
 
 _state = _State()
@@ -488,23 +489,26 @@ def _unfinished() -> list[Key]:
     return out
 
 
-def _resync_loop(stop: threading.Event, every: float, run: Callable[[str, str], None]) -> None:
+async def _resync_loop(every: float, run: Callable[[str, str], None]) -> None:
     """Visit every unfinished TrainingJob once per ``every`` seconds, spread evenly over the
-    period (a burst of index-only reconciles would hold the GIL and delay real work)."""
-    while not stop.is_set():
+    period (a burst of index-only reconciles would hold the GIL and delay real work).
+
+    Async: it holds no thread while it waits, and its reconciles run on the operator's
+    pool like every other (so SIGTERM drops them when queued).
+    """
+    while True:
         keys = _unfinished()
         if not keys:
-            stop.wait(every)
+            await asyncio.sleep(every)
             continue
         pause = every / len(keys)
         for namespace, name in keys:
-            if stop.wait(pause):
-                return
-            run(namespace, name)
+            await asyncio.sleep(pause)
+            await threads.run(run, namespace, name)
 
 
 @kopf.on.startup()
-def training_startup(**kwargs: Any) -> None:
+async def training_startup(**kwargs: Any) -> None:
     """Keep the indexes for threads outside kopf's handlers and start the resync."""
     for index in (
         IDX_TRAININGJOBS,
@@ -519,17 +523,16 @@ def training_startup(**kwargs: Any) -> None:
         IDX_BY_CHAMPION,
     ):
         _state.indexes[index] = kwargs[index]
-    _state.stop.clear()
-    _state.resync = threading.Thread(
-        target=_resync_loop,
-        args=(_state.stop, RESYNC_SECONDS, reconcile_key),
-        name="kyklos-training-resync",
-        daemon=True,
+    _state.resync = asyncio.get_running_loop().create_task(
+        _resync_loop(RESYNC_SECONDS, reconcile_key), name="kyklos-training-resync"
     )
-    _state.resync.start()
 
 
 @kopf.on.cleanup()
-def training_cleanup(**_: Any) -> None:
+async def training_cleanup(**_: Any) -> None:
     """Stop the resync."""
-    _state.stop.set()
+    task, _state.resync = _state.resync, None
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
