@@ -1,9 +1,11 @@
-"""Fixtures shared by the integration stories: the Kyklos CRDs installed once per session.
+"""Fixtures shared by the integration stories: the Kyklos CRDs installed once per session, a
+host directory for a story's data and artifacts, and the operator running on it.
 
 Helpers (``wait_for``, ``Kyklos``) live in ``kyklos_testing``."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kyklos_testing import wait_for
+from kyklos_testing import Kyklos, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +57,7 @@ def crds_installed(cluster: Any, k8s: Any) -> None:
 
 #: Worker pods mount their own emptyDir at /tmp (as real pods do), hiding the host's /tmp:
 #: files they read through file:// URIs live elsewhere.
-HOST_BASE = Path("/var/tmp")
+HOST_BASE = Path(os.environ.get("KYKLOS_TEST_HOST_DIR", "/var/tmp"))
 
 
 @pytest.fixture
@@ -66,3 +68,18 @@ def data_dir() -> Iterator[Path]:
     path.chmod(0o777)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def kyklos(
+    k8s: Any, namespace: str, crds_installed: None, operator: Any, data_dir: Path, cluster: Any
+) -> Kyklos:
+    """The operator running with its artifact store at ``data_dir/artifacts``; a client of the
+    test's namespace (stories that need another operator define their own ``kyklos``)."""
+    operator(
+        {
+            "KYKLOS_ARTIFACTS_URI": f"file://{data_dir / 'artifacts'}",
+            "KUBECONFIG": str(cluster.kubeconfig),
+        }
+    )
+    return Kyklos(k8s, namespace)

@@ -117,3 +117,20 @@ def churn_dataset(name: str, path: Path, features: list[dict[str, str]]) -> dict
             "schema": {"features": features},
         },
     }
+
+
+def tiny_dataset(kyklos: Kyklos, name: str, directory: Path) -> Path:
+    """Create Dataset ``name`` over 20 rows of ``x,label`` written to ``directory/train.csv``."""
+    data = directory / "train.csv"
+    data.write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    kyklos.create(
+        "datasets",
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "source": {"uri": f"file://{data}", "format": "csv"},
+                "schema": {"features": [{"name": "x", "type": "numeric"}], "target": "label"},
+            },
+        },
+    )
+    return data

@@ -8,6 +8,7 @@ never-ready stories need the scripted kubelet and are ``sandbox_only``.
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -409,7 +410,7 @@ def test_scaling_replicas_keeps_the_canary_ratio(kyklos: Kyklos, k8s: Any, names
 
 
 def test_deleting_the_model_deployment_removes_every_child(
-    kyklos: Kyklos, k8s: Any, namespace: str
+    kyklos: Kyklos, k8s: Any, namespace: str, running_operator: Any
 ) -> None:
     kube = Cluster(k8s, namespace)
     kyklos.create(
@@ -440,6 +441,19 @@ def test_deleting_the_model_deployment_removes_every_child(
         )
 
     wait_for(all_gone, timeout=TIMEOUT, what="every child garbage-collected")
+    # Its daemon stopped and released the finalizer, and the deletion in the middle of a
+    # rollout (reconciles running) left no warning or error about it in the operator's log.
+    wait_for(
+        lambda: "gone" not in {m["metadata"]["name"] for m in kyklos.list(PLURAL)},
+        timeout=TIMEOUT,
+        what="the ModelDeployment itself gone (finalizer released)",
+    )
+    noisy = [
+        line
+        for line in running_operator.log().splitlines()
+        if re.search(r"\[(WARNING|ERROR|CRITICAL) *\]", line) and f"{namespace}/gone" in line
+    ]
+    assert not noisy, "\n".join(noisy)
 
 
 def test_rolling_update_replaces_the_model_in_place(

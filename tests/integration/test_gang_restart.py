@@ -11,20 +11,15 @@ files that show which rank ran in which attempt and which finished.
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kyklos_testing import Kyklos
+from kyklos_testing import Kyklos, tiny_dataset
 
 pytestmark = pytest.mark.sandbox_only
 
-HOST_BASE = Path(os.environ.get("KYKLOS_TEST_HOST_DIR", "/var/tmp"))
 TIMEOUT = 180.0
 TRAINER = textwrap.dedent(
     """
@@ -43,46 +38,13 @@ TRAINER = textwrap.dedent(
 ).strip()
 
 
-@pytest.fixture
-def host_dir() -> Iterator[Path]:
-    path = HOST_BASE / f"kyklos-gang-{secrets.token_hex(4)}"
-    (path / "marks").mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def kyklos(
-    k8s: Any, namespace: str, crds_installed: None, operator: Any, host_dir: Path, cluster: Any
-) -> Kyklos:
-    operator(
-        {
-            "KYKLOS_ARTIFACTS_URI": f"file://{host_dir / 'artifacts'}",
-            "KUBECONFIG": str(cluster.kubeconfig),
-        }
-    )
-    return Kyklos(k8s, namespace)
-
-
 def test_rank_1_fails_and_all_three_workers_restart(
-    k8s: Any, namespace: str, kyklos: Kyklos, host_dir: Path
+    k8s: Any, namespace: str, kyklos: Kyklos, data_dir: Path
 ) -> None:
     from kubernetes import client
 
-    data = host_dir / "train.csv"
-    data.write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
-    kyklos.create(
-        "datasets",
-        {
-            "metadata": {"name": "d"},
-            "spec": {
-                "source": {"uri": f"file://{data}", "format": "csv"},
-                "schema": {"features": [{"name": "x", "type": "numeric"}], "target": "label"},
-            },
-        },
-    )
+    (data_dir / "marks").mkdir()
+    tiny_dataset(kyklos, "d", data_dir)
     kyklos.create(
         "trainingjobs",
         {
@@ -92,7 +54,7 @@ def test_rank_1_fails_and_all_three_workers_restart(
                 "image": "python:3.12",
                 "command": ["python", "-c", TRAINER],
                 "workers": 3,
-                "hyperparameters": {"marks": str(host_dir / "marks")},
+                "hyperparameters": {"marks": str(data_dir / "marks")},
             },
         },
     )
@@ -102,7 +64,7 @@ def test_rank_1_fails_and_all_three_workers_restart(
     )  # fmt: skip
     assert done["phase"] == "Succeeded", done
     assert done["restarts"] == 1
-    marks = {p.name for p in (host_dir / "marks").iterdir()}
+    marks = {p.name for p in (data_dir / "marks").iterdir()}
     run = done["run"]
     started = {m.rsplit("-", 1)[0] for m in marks if m.startswith("start-")}
     assert started == {f"start-{a}-{r}" for a in (0, 1) for r in (0, 1, 2)}

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
-import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,13 +22,12 @@ from typing import Any
 
 import pytest
 import yaml
-from kyklos_testing import Kyklos, wait_for
+from kyklos_testing import Kyklos, tiny_dataset, wait_for
 
 from kyklos.sandbox.policy import DEFAULT_POLICY_PATH
 
 pytestmark = pytest.mark.sandbox_only
 
-HOST_BASE = Path(os.environ.get("KYKLOS_TEST_HOST_DIR", "/var/tmp"))
 TIMEOUT = 150.0
 GPU = "nvidia.com/gpu"
 SERVE = "registry.k8s.io/e2e-test-images/agnhost:2.53"
@@ -94,29 +91,6 @@ def gpu_node(k8s: Any, cluster: Any, kubelet_policy: Any) -> Iterator[tuple[str,
             )
 
 
-@pytest.fixture
-def host_dir() -> Iterator[Path]:
-    path = HOST_BASE / f"kyklos-podtemplate-{secrets.token_hex(4)}"
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def kyklos(
-    k8s: Any, namespace: str, crds_installed: None, operator: Any, host_dir: Path, cluster: Any
-) -> Kyklos:
-    operator(
-        {
-            "KYKLOS_ARTIFACTS_URI": f"file://{host_dir / 'artifacts'}",
-            "KUBECONFIG": str(cluster.kubeconfig),
-        }
-    )
-    return Kyklos(k8s, namespace)
-
-
 def template(pool: str, taint: str) -> dict[str, Any]:
     return {
         "metadata": {"labels": {"team": "vision"}},
@@ -149,7 +123,7 @@ def _assert_landed(pod: Any, node: str, pool: str, taint: str) -> None:
 
 
 def test_training_and_serving_pods_land_on_the_tainted_gpu_node(
-    k8s: Any, namespace: str, kyklos: Kyklos, gpu_node: tuple[str, str, str], host_dir: Path
+    k8s: Any, namespace: str, kyklos: Kyklos, gpu_node: tuple[str, str, str], data_dir: Path
 ) -> None:
     from kubernetes import client
 
@@ -157,18 +131,7 @@ def test_training_and_serving_pods_land_on_the_tainted_gpu_node(
     core = client.CoreV1Api(k8s)
     for name, data in (("api", {"API_TOKEN": "t0ken"}), ("hf", {"token": "hf-t0ken"})):
         core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": data})
-    data = host_dir / "train.csv"
-    data.write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
-    kyklos.create(
-        "datasets",
-        {
-            "metadata": {"name": "images"},
-            "spec": {
-                "source": {"uri": f"file://{data}", "format": "csv"},
-                "schema": {"features": [{"name": "x", "type": "numeric"}], "target": "label"},
-            },
-        },
-    )
+    tiny_dataset(kyklos, "images", data_dir)
     kyklos.create(
         "trainingjobs",
         {

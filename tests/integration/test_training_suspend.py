@@ -9,20 +9,15 @@ version, same run); the trainer, a real process, sees that it ran before and fin
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kyklos_testing import Kyklos, wait_for
+from kyklos_testing import Kyklos, tiny_dataset, wait_for
 
 pytestmark = pytest.mark.sandbox_only
 
-HOST_BASE = Path(os.environ.get("KYKLOS_TEST_HOST_DIR", "/var/tmp"))
 TIMEOUT = 120.0
 SELECTOR = "kyklos.io/trainingjob=long"
 # First run: leave a marker and train "for ever"; a run after a resume finishes at once.
@@ -40,29 +35,6 @@ TRAINER = textwrap.dedent(
 ).strip()
 
 
-@pytest.fixture
-def host_dir() -> Iterator[Path]:
-    path = HOST_BASE / f"kyklos-suspend-{secrets.token_hex(4)}"
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def kyklos(
-    k8s: Any, namespace: str, crds_installed: None, operator: Any, host_dir: Path, cluster: Any
-) -> Kyklos:
-    operator(
-        {
-            "KYKLOS_ARTIFACTS_URI": f"file://{host_dir / 'artifacts'}",
-            "KUBECONFIG": str(cluster.kubeconfig),
-        }
-    )
-    return Kyklos(k8s, namespace)
-
-
 def _running_pods(k8s: Any, namespace: str) -> list[Any]:
     from kubernetes import client
 
@@ -75,22 +47,11 @@ def _running_pods(k8s: Any, namespace: str) -> list[Any]:
 
 
 def test_suspend_a_running_training_and_resume_it(
-    k8s: Any, namespace: str, kyklos: Kyklos, host_dir: Path
+    k8s: Any, namespace: str, kyklos: Kyklos, data_dir: Path
 ) -> None:
     from kubernetes import client
 
-    data = host_dir / "train.csv"
-    data.write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
-    kyklos.create(
-        "datasets",
-        {
-            "metadata": {"name": "d"},
-            "spec": {
-                "source": {"uri": f"file://{data}", "format": "csv"},
-                "schema": {"features": [{"name": "x", "type": "numeric"}], "target": "label"},
-            },
-        },
-    )
+    tiny_dataset(kyklos, "d", data_dir)
     kyklos.create(
         "trainingjobs",
         {
@@ -99,7 +60,7 @@ def test_suspend_a_running_training_and_resume_it(
                 "datasetRef": {"name": "d"},
                 "image": "python:3.12",
                 "command": ["python", "-c", TRAINER],
-                "hyperparameters": {"marker": str(host_dir / "runs")},
+                "hyperparameters": {"marker": str(data_dir / "runs")},
             },
         },
     )
@@ -108,7 +69,7 @@ def test_suspend_a_running_training_and_resume_it(
         what="Running",
     )  # fmt: skip
     wait_for(lambda: _running_pods(k8s, namespace), timeout=60, what="the trainer pod runs")
-    wait_for(lambda: (host_dir / "runs").exists(), timeout=60, what="the trainer started")
+    wait_for(lambda: (data_dir / "runs").exists(), timeout=60, what="the trainer started")
     (job,) = client.BatchV1Api(k8s).list_namespaced_job(namespace, label_selector=SELECTOR).items
 
     kyklos.patch("trainingjobs", "long", {"spec": {"suspend": True}})  # allowed while running

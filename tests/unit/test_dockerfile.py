@@ -103,8 +103,8 @@ def test_image_uid_matches_the_chart_security_context(stages: list[Stage]) -> No
 def test_image_uid_is_the_uid_of_every_pod_kyklos_builds(stages: list[Stage]) -> None:
     """Worker and model-server pods run the same image: one UID, so files they share on a
     claim (profiles, models) are readable by each other and by the operator's image user."""
+    from kyklos.logic.podspec import WORKER_UID
     from kyklos.logic.rollout import RUN_AS_USER
-    from kyklos.logic.workerjob import WORKER_UID
 
     uid = int(stages[-1].all("USER")[-1].partition(":")[0])
     assert uid == WORKER_UID

@@ -10,7 +10,6 @@ child and reference changes wake it at once.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
@@ -23,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kyklos.api.common import API_VERSION, ConditionStatus, ConditionType, Reason
 from kyklos.api.drift import DriftMonitorSpec
-from kyklos.controllers import client, config, metrics, runtime, threads
+from kyklos.controllers import client, config, metrics, runtime
 from kyklos.controllers.status import emit
 from kyklos.logic.conditions import Event, set_condition
 from kyklos.logic.drift import (
@@ -82,12 +81,8 @@ def _dataset(namespace: str, name: str) -> Mapping[str, Any] | None:
     """The Dataset as indexed (read from a thread: a copy retried if kopf mutates it meanwhile)."""
     index = _indexes.get(IDX_DATASETS)
     if index is not None:
-        for _attempt in range(5):
-            try:
-                found = list(index.get((namespace, name), ()))
-            except RuntimeError:
-                continue
-            return found[0] if found else None
+        found = runtime.index_values(index, (namespace, name))
+        return found[0] if found else None
     return client.get(client.DATASETS, namespace, name)
 
 
@@ -283,19 +278,6 @@ def record_metrics(
         metrics.RETRAINS.labels(namespace, new.lower()).inc()
 
 
-def _safe_reconcile(namespace: str, name: str, memory: runtime.Memory) -> float | None:
-    """Reconcile; on a failure log one line and say when to retry (jittered backoff)."""
-    try:
-        delay = reconcile(namespace, name)
-    except Exception as exc:
-        memory.failures += 1
-        retry = runtime.retry_after(memory.failures)
-        runtime.log_failure(KIND, namespace, name, exc, retry)
-        return retry
-    memory.failures = 0
-    return delay
-
-
 # ----------------------------------------------------------------------------- triggers
 #
 # One async daemon per monitor is the only place its reconcile runs: each reconcile is
@@ -306,28 +288,13 @@ def _safe_reconcile(namespace: str, name: str, memory: runtime.Memory) -> float 
 # the schedule with the delay the fresh decision asks for, and one monitor's reconciles
 # never overlap.
 
-#: Wake-up flags of the running daemons, by (namespace, name); set from kopf's event loop.
-_wakers: dict[tuple[str, str], asyncio.Event] = {}
+#: Wake-up flags of the running daemons, by (namespace, name).
+_daemons = runtime.Daemons(max_sleep=MAX_SLEEP)
 
 
 def _wake(namespace: str | None, name: str | None) -> None:
     """Make the monitor's daemon reconcile now (no-op when it has none yet: it starts soon)."""
-    waker = _wakers.get((namespace or "", name or ""))
-    if waker is not None:
-        waker.set()
-
-
-async def _sleep(stopped: kopf.DaemonStopped, waker: asyncio.Event, seconds: float) -> None:
-    """Return after ``seconds``, or as soon as the daemon is stopped or woken."""
-    waits = [
-        asyncio.ensure_future(stopped.wait(seconds)),
-        asyncio.ensure_future(waker.wait()),
-    ]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
+    _daemons.wake((namespace or "", name or ""))
 
 
 @kopf.daemon("kyklos.io", "v1alpha1", "driftmonitors", cancellation_timeout=5)
@@ -335,17 +302,10 @@ async def monitor_daemon(
     stopped: kopf.DaemonStopped, name: str, namespace: str | None, **_: Any
 ) -> None:
     """One per monitor: reconcile, then wait until the next check is due (or woken)."""
-    key = (namespace or "", name)
-    waker = _wakers.setdefault(key, asyncio.Event())
-    memory = runtime.Memory()
-    try:
-        while not stopped:
-            waker.clear()
-            delay = await threads.run(_safe_reconcile, key[0], name, memory)
-            await _sleep(stopped, waker, min(delay if delay is not None else MAX_SLEEP, MAX_SLEEP))
-    finally:
-        if _wakers.get(key) is waker:
-            del _wakers[key]
+    key, memory = (namespace or "", name), runtime.Memory()
+    await _daemons.run(
+        key, stopped, lambda: runtime.attempt(KIND, key[0], name, memory, lambda: reconcile(*key))
+    )
 
 
 @kopf.on.event("kyklos.io", "v1alpha1", "driftmonitors")

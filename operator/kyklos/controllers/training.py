@@ -195,15 +195,7 @@ async def training_pods(**kwargs: Any) -> object:
 
 
 def _values(index: str, key: Key) -> list[Any]:
-    source = _state.indexes.get(index)
-    if source is None:
-        return []
-    for _attempt in range(5):
-        try:
-            return list(source.get(key, ()))
-        except RuntimeError:  # mutated by kopf's event loop while we copied it; retry
-            continue
-    return []
+    return runtime.index_values(_state.indexes.get(index), key)
 
 
 def _owned(index: str, key: Key, uid: str) -> dict[str, Any] | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,35 @@ def invalid_spec_status(
     if phase is not None:
         status["phase"] = phase
     return status
+
+
+@dataclass(frozen=True)
+class SpecRejection:
+    """A spec the logic cannot use: the status (Ready=False InvalidSpec) and its Event."""
+
+    status: dict[str, Any]
+    event: Event
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def validate_spec(
+    model: type[SpecT], body: Mapping[str, Any], now: datetime, *, phase: str | None = None
+) -> tuple[SpecT, None] | tuple[None, SpecRejection]:
+    """``body``'s spec as ``model``, or (None, the InvalidSpec status and Event naming the field)."""
+    try:
+        return model.model_validate(body.get("spec") or {}), None
+    except ValidationError as exc:
+        message = spec_error(exc)
+    status = invalid_spec_status(
+        body.get("status") or {},
+        message=message,
+        generation=(body.get("metadata") or {}).get("generation"),
+        now=now,
+        phase=phase,
+    )
+    return None, SpecRejection(status, Event("InvalidSpec", message, warning=True))
 
 
 #: Phases that announce trouble: their transition Events are Warnings.

@@ -52,7 +52,8 @@ from kyklos.logic.pods import (
     is_live,
     with_held_cause,
 )
-from kyklos.logic.workerjob import WorkerConfig, build_worker_job, claim_of
+from kyklos.logic.podspec import claim_of
+from kyklos.logic.workerjob import WorkerConfig, build_worker_job
 
 KIND = "Dataset"
 COMPONENT = "profile"

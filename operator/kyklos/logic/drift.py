@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from kyklos.api.common import ConditionStatus, ConditionType, Reason
 from kyklos.api.drift import DriftMonitorSpec, DriftPhase, PromotePolicy, RetrainOutcome
 from kyklos.api.reports import DriftSummary
@@ -40,11 +38,10 @@ from kyklos.api.worker import DriftArgs
 from kyklos.logic.conditions import (
     Event,
     condition_is,
-    invalid_spec_status,
     phase_event,
     rfc3339,
     set_condition,
-    spec_error,
+    validate_spec,
 )
 from kyklos.logic.durations import parse_duration
 from kyklos.logic.jobs import JobState, latest_message, observe_job
@@ -458,22 +455,13 @@ def parse_spec(
     body: Mapping[str, Any], now: datetime
 ) -> tuple[DriftMonitorSpec, None] | tuple[None, Decision]:
     """The monitor's spec, or (None, the InvalidSpec decision naming the field at fault)."""
-    try:
-        return DriftMonitorSpec.model_validate(body.get("spec") or {}), None
-    except ValidationError as exc:
-        message = spec_error(exc)
-    stored = body.get("status") or {}
-    status = {
-        **stored,
-        **invalid_spec_status(
-            stored,
-            message=message,
-            generation=(body.get("metadata") or {}).get("generation"),
-            now=now,
-            phase=DriftPhase.ERROR.value,
-        ),
-    }
-    return None, Decision(status=status, events=[Event(Reason.INVALID_SPEC, message, warning=True)])
+    spec, rejected = validate_spec(DriftMonitorSpec, body, now, phase=DriftPhase.ERROR.value)
+    if spec is not None:
+        return spec, None
+    assert rejected is not None
+    return None, Decision(
+        status={**(body.get("status") or {}), **rejected.status}, events=[rejected.event]
+    )
 
 
 def decide(

@@ -48,13 +48,12 @@ from kyklos.api.common import Reason
 from kyklos.api.training import Direction, Evaluation, OnChampionError
 from kyklos.logic.jobs import TERMINATION_MESSAGE_LIMIT, termination_message
 from kyklos.logic.naming import MAX_NAME, child_name
-from kyklos.logic.workerjob import claim_of, local_path, volume_name
+from kyklos.logic.podspec import TERMINATION_PATH, claim_of, local_path, volume_name
 
 COMPONENT_EVALUATOR = "evaluator"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 MAX_METRICS = 64
-TERMINATION_PATH = "/dev/termination-log"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 CHAMPION_MODEL_ANNOTATION = "kyklos.io/champion-model"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kyklos.api.modelfetch import FetchModelArgs, ModelFetchSummary
-from kyklos.logic.workerjob import TMP_PATH, restricted_container_security
+from kyklos.logic.podspec import TERMINATION_PATH, TMP_PATH, restricted_container_security
 
 #: URI schemes whose models are downloaded by the init container.
 FETCH_SCHEMES = ("s3", "gs", "http", "https")
@@ -24,7 +24,6 @@ INIT_CONTAINER = "fetch-model"
 MODEL_VOLUME = "kyklos-model"
 MODEL_DIR = "/mnt/kyklos/model"
 ENV_MODEL_PATH = "KYKLOS_MODEL_PATH"
-TERMINATION_PATH = "/dev/termination-log"
 
 
 @dataclass(frozen=True)

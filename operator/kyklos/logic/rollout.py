@@ -109,7 +109,14 @@ from kyklos.api.deployment import (
 from kyklos.api.serving import AnalysisSummary, AnalyzeArgs
 from kyklos.logic import analysis as canary_analysis
 from kyklos.logic.analysis import AnalysisJobPlan, RequestedAction
-from kyklos.logic.conditions import Event, get_condition, rfc3339, set_condition
+from kyklos.logic.conditions import (
+    Event,
+    SpecRejection,
+    get_condition,
+    rfc3339,
+    set_condition,
+    validate_spec,
+)
 from kyklos.logic.durations import duration_seconds
 from kyklos.logic.modelfetch import (
     FetchFailure,
@@ -119,10 +126,17 @@ from kyklos.logic.modelfetch import (
     with_model_fetch,
 )
 from kyklos.logic.naming import child_labels, child_name, label_value, owner_reference
+from kyklos.logic.podspec import (
+    WORKER_UID,
+    claim_of,
+    claim_volumes,
+    restricted_container_security,
+    restricted_pod_security,
+    tmp_volume,
+)
 from kyklos.logic.podtemplate import apply_pod_template
 from kyklos.logic.redaction import redact
 from kyklos.logic.serving import ProxyImage, add_proxy_sidecar
-from kyklos.logic.workerjob import WORKER_UID, claim_of, volume_name
 
 KIND = "ModelDeployment"
 STABLE = "stable"
@@ -354,25 +368,16 @@ def build_serving_deployment(
         {"name": ENV_MODEL_URI, "value": model.uri},
         {"name": ENV_MODEL_VERSION, "value": model.version},
     ]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    tmp, tmp_mount = tmp_volume()
+    volumes: list[dict[str, Any]] = [tmp]
+    mounts: list[dict[str, Any]] = [tmp_mount]
     # resolve_model() already rejected malformed pvc:// URIs.
     claim = claim_of(model.uri, "model.uri")
     if claim:
         env.append({"name": ENV_PVC_ROOT, "value": pvc_root})
-        volumes.append(
-            {
-                "name": volume_name(claim),
-                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
-            }
-        )
-        mounts.append(
-            {
-                "name": volume_name(claim),
-                "mountPath": f"{pvc_root.rstrip('/')}/{claim}",
-                "readOnly": True,
-            }
-        )
+        claim_vols, claim_mounts = claim_volumes({claim: True}, pvc_root)
+        volumes += claim_vols
+        mounts += claim_mounts
     env.extend(
         {"name": k, "value": v}
         for k, v in sorted((runtime.env or {}).items())
@@ -388,14 +393,7 @@ def build_serving_deployment(
             "periodSeconds": 5,
             "failureThreshold": 3,
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_container_security(RUN_AS_USER),
         "volumeMounts": mounts,
     }
     if runtime.command:
@@ -423,10 +421,8 @@ def build_serving_deployment(
                     "metadata": {"labels": pod_labels, "annotations": template_annotations},
                     "spec": {
                         "automountServiceAccountToken": False,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        # No fsGroup: the model's claim is mounted read-only.
+                        "securityContext": restricted_pod_security(RUN_AS_USER, fs_group=False),
                         "containers": [container],
                         "volumes": volumes,
                     },
@@ -767,6 +763,16 @@ def _desired_replicas(spec: ModelDeploymentSpec, stable: Mapping[str, Any] | Non
         return spec.replicas
     observed = (stable or {}).get("spec", {}).get("replicas")
     return int(observed) if observed is not None else spec.autoscaling.min_replicas
+
+
+def parse_spec(
+    body: Mapping[str, Any], now: datetime
+) -> tuple[ModelDeploymentSpec, None] | tuple[None, SpecRejection]:
+    """The ModelDeployment's spec, or (None, Ready=False InvalidSpec naming the field).
+
+    No phase: what runs keeps running (and no child is touched) until the spec is fixed.
+    """
+    return validate_spec(ModelDeploymentSpec, body, now)
 
 
 def decide(

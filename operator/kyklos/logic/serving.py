@@ -30,7 +30,12 @@ from typing import Any
 from kyklos.api.deployment import ModelDeploymentSpec
 from kyklos.api.serving import ProxySettings
 from kyklos.logic.durations import duration_seconds
-from kyklos.logic.workerjob import claim_of, restricted_container_security, volume_name
+from kyklos.logic.podspec import (
+    DEFAULT_PVC_ROOT,
+    claim_of,
+    restricted_container_security,
+    volume_name,
+)
 
 PROXY_CONTAINER = "proxy"
 SERVER_PORT_NAME = "server"
@@ -50,7 +55,7 @@ class ProxyImage:
 
     image: str
     artifacts_uri: str
-    pvc_root: str = "/mnt/kyklos/pvc"
+    pvc_root: str = DEFAULT_PVC_ROOT
 
 
 @dataclass(frozen=True)

@@ -105,13 +105,20 @@ from kyklos.logic.naming import (
     owner_reference,
 )
 from kyklos.logic.pods import PodStuck, first_stuck_pod, held_diagnosis, is_live, with_held_cause
+from kyklos.logic.podspec import (
+    DEFAULT_PVC_ROOT,
+    TERMINATION_PATH,
+    claim_of,
+    claim_volumes,
+    local_path,
+    restricted_container_security,
+    restricted_pod_security,
+)
 from kyklos.logic.podtemplate import apply_pod_template
-from kyklos.logic.workerjob import claim_of, local_path, volume_name
 
 KIND = "TrainingJob"
 COMPONENT_TRAINER = "trainer"
 CONTAINER = "trainer"
-TERMINATION_PATH = "/dev/termination-log"
 RUN_ID_LENGTH = 8
 MAX_METRICS = 64
 #: Room left in a Job name for the ``-<index>`` of an Indexed Job's pod hostnames (<= 63).
@@ -182,7 +189,7 @@ class Settings:
     """How the operator is deployed (from ``kyklos.controllers.config``)."""
 
     artifacts_uri: str
-    pvc_root: str = "/mnt/kyklos/pvc"
+    pvc_root: str = DEFAULT_PVC_ROOT
     artifacts_secret: str | None = None
 
 
@@ -499,10 +506,8 @@ def build_job(
         "env": build_env(meta, spec, lineage, settings),
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "File",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        # A user's image: its own user, only what the restricted profile needs no uid for.
+        "securityContext": restricted_container_security(uid=None),
     }
     if spec.command is not None:
         container["command"] = list(spec.command)
@@ -519,20 +524,14 @@ def build_job(
     if env_from:
         container["envFrom"] = env_from
     mounts = _claim_mounts(lineage, settings.pvc_root)
+    claim_vols, claim_mounts = claim_volumes(dict(mounts), settings.pvc_root)
     if mounts:
-        container["volumeMounts"] = [
-            {
-                "name": volume_name(claim),
-                "mountPath": _join(settings.pvc_root, claim),
-                "readOnly": ro,
-            }
-            for claim, ro in mounts
-        ]
+        container["volumeMounts"] = claim_mounts
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": restricted_pod_security(uid=None),
     }
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
@@ -546,13 +545,7 @@ def build_job(
             t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
         ]
     if mounts:
-        pod_spec["volumes"] = [
-            {
-                "name": volume_name(claim),
-                "persistentVolumeClaim": {"claimName": claim, "readOnly": ro},
-            }
-            for claim, ro in mounts
-        ]
+        pod_spec["volumes"] = claim_vols
     if spec.workers > 1:
         pod_spec["subdomain"] = service_name(name)
 

@@ -19,26 +19,25 @@ every worker pod is deployed the same way:
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from kyklos.api.podtemplate import PodTemplate
-from kyklos.logic.artifacts import pvc_claim
 from kyklos.logic.naming import child_labels, owner_reference
+from kyklos.logic.podspec import (
+    DEFAULT_PVC_ROOT,
+    TERMINATION_PATH,
+    TMP_PATH,
+    claim_of,
+    claim_volumes,
+    restricted_container_security,
+    restricted_pod_security,
+    tmp_volume,
+)
 from kyklos.logic.podtemplate import apply_pod_template
 
 WORKER_CONTAINER = "worker"
-#: The Kyklos image's USER (Dockerfile); tests/unit/test_dockerfile.py keeps them equal.
-WORKER_UID = 65532
-TERMINATION_LOG = "/dev/termination-log"
-TMP_VOLUME = "tmp"
-TMP_PATH = "/tmp"
-
-_CLAIM = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -48,64 +47,13 @@ class WorkerConfig:
     image: str
     artifacts_uri: str
     resources: Mapping[str, Any] = field(default_factory=dict)
-    pvc_root: str = "/mnt/kyklos/pvc"
+    pvc_root: str = DEFAULT_PVC_ROOT
     service_account: str | None = None
     artifacts_secret: str | None = None
     #: ``activeDeadlineSeconds`` of Jobs whose builder passes it on (None: no deadline).
     deadline_seconds: int | None = None
     #: The operator's pod override of every worker pod (kyklos.logic.podtemplate).
     pod_template: PodTemplate | None = None
-
-
-def claim_of(uri: str, field_name: str = "uri") -> str | None:
-    """The claim of a ``pvc://<claim>/...`` URI (None for other schemes).
-
-    ValueError naming ``field_name`` when the claim is missing or not a valid claim name.
-    """
-    if not uri.startswith("pvc:"):
-        return None
-    claim = pvc_claim(uri)
-    if not claim or len(claim) > 253 or not _CLAIM.match(claim):
-        raise ValueError(
-            f"{field_name}: {uri!r} must look like pvc://<claim>/<path> with a valid claim name"
-        )
-    return claim
-
-
-def local_path(uri: str, pvc_root: str) -> str | None:
-    """The in-pod filesystem path of a ``file://`` or ``pvc://<claim>/...`` URI, else None."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return parsed.path or "/"
-    if parsed.scheme == "pvc" and parsed.netloc:
-        return (
-            "/".join((pvc_root.rstrip("/"), parsed.netloc, parsed.path.strip("/")))
-            if parsed.path.strip("/")
-            else "/".join((pvc_root.rstrip("/"), parsed.netloc))
-        )
-    return None
-
-
-def volume_name(claim: str) -> str:
-    """A DNS-label volume name for ``claim`` (dots replaced; long names shortened with a hash)."""
-    name = "pvc-" + claim.replace(".", "-")
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(claim.encode()).hexdigest()[:8]
-    return f"{name[:54].rstrip('-')}-{digest}"
-
-
-def restricted_container_security() -> dict[str, Any]:
-    """The container securityContext of the restricted Pod Security profile."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": WORKER_UID,
-        "runAsGroup": WORKER_UID,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
 
 
 def build_worker_job(
@@ -143,23 +91,10 @@ def build_worker_job(
         claims[artifacts_claim] = True
 
     root = config.pvc_root.rstrip("/") or "/"
-    volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {}}]
-    mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": TMP_PATH}]
-    for claim in sorted(claims):
-        writable = claims[claim]
-        volumes.append(
-            {
-                "name": volume_name(claim),
-                "persistentVolumeClaim": {"claimName": claim, "readOnly": not writable},
-            }
-        )
-        mounts.append(
-            {
-                "name": volume_name(claim),
-                "mountPath": f"{root.rstrip('/')}/{claim}",
-                "readOnly": not writable,
-            }
-        )
+    tmp, tmp_mount = tmp_volume()
+    claim_vols, claim_mounts = claim_volumes({c: not w for c, w in claims.items()}, root)
+    volumes: list[dict[str, Any]] = [tmp, *claim_vols]
+    mounts: list[dict[str, Any]] = [tmp_mount, *claim_mounts]
 
     secrets = [s for s in (config.artifacts_secret, *secret_refs) if s]
     env_from = [{"secretRef": {"name": s}} for s in dict.fromkeys(secrets)]
@@ -175,7 +110,7 @@ def build_worker_job(
         ],
         "resources": {k: dict(v) for k, v in config.resources.items()},
         "securityContext": restricted_container_security(),
-        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "File",
         "volumeMounts": mounts,
     }
@@ -186,13 +121,7 @@ def build_worker_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "runAsGroup": WORKER_UID,
-            "fsGroup": WORKER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod_security(),
         "containers": [container],
         "volumes": volumes,
     }

@@ -959,3 +959,21 @@ def test_pending_reports_each_new_reason_once_warning_only_when_a_person_must_ac
     assert [(e.reason, e.warning) for e in waiting.events] == [("ModelNotReady", False)]
     rejected = resolve_model(SOURCE, training_job("Succeeded", accepted="False"))
     assert isinstance(rejected, ModelNotReady) and rejected.warning
+
+
+def test_parse_spec_returns_the_spec_or_an_invalid_spec_decision_naming_the_field() -> None:
+    good = {**OWNER, "spec": make_spec().model_dump(by_alias=True, exclude_none=True)}
+    spec, invalid = rollout.parse_spec(good, T0)
+    assert spec == make_spec() and invalid is None
+    stored = {"phase": "Stable", "stableModel": {"uri": M1.uri}}
+    bad = {**OWNER, "spec": {**good["spec"], "replicas": "many"}, "status": stored}
+    spec, invalid = rollout.parse_spec(bad, T0)
+    assert spec is None and invalid is not None
+    ready = get_condition(invalid.status["conditions"], "Ready")
+    assert ready is not None
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].startswith("spec.replicas: ")
+    assert invalid.status["observedGeneration"] == 3
+    assert "phase" not in invalid.status  # what runs keeps running (and its phase)
+    assert (invalid.event.reason, invalid.event.warning) == ("InvalidSpec", True)
+    assert invalid.event.message == ready["message"]

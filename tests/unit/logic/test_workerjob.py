@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from kyklos.logic.workerjob import WorkerConfig, build_worker_job, claim_of, volume_name
+from kyklos.logic.podspec import claim_of, volume_name
+from kyklos.logic.workerjob import WorkerConfig, build_worker_job
 
 OWNER: dict[str, Any] = {
     "apiVersion": "kyklos.io/v1alpha1",
