@@ -192,6 +192,9 @@ def deployment(name: str) -> dict[str, Any]:
         "spec": {
             "model": {"uri": f"file:///models/{name}"},
             "runtime": {"image": SERVER},
+            # The kubelet policy scripts every Kyklos-image container to exit (the workers),
+            # which would end the serving proxy too; the figures are the operator's anyway.
+            "observability": {"proxy": False},
         },
     }
 
