@@ -1,5 +1,9 @@
 """``kyklos image build [--base IMAGE] [--load]``: the Kyklos image from the repository's Dockerfile.
 
+``kyklos image web [--load]`` builds ``localhost/kyklos/web:bookworm``, a small web server on
+the same Debian base, for pods that need a long-running server image on a machine no registry
+reaches (the conformance suite on the real node).
+
 No Docker engine: buildah builds the ``Dockerfile`` unchanged (overlay storage, chroot
 isolation, ``--pull never``), its storage kept in the Kyklos cache
 (``<cache>/image/storage``), not in the host's ``/var/lib/containers``. Without ``--base`` the
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -192,6 +197,69 @@ def build_base(say: Callable[[str], None]) -> str:
     return BASE_IMAGE
 
 
+# A long-running web server on the Debian base, for pods that only need to run and serve
+# (the conformance suite's server pod, where nginx cannot be pulled): ``python3 -m http.server``
+# on port 80 that exits on SIGTERM (as PID 1 Python would otherwise ignore it until SIGKILL).
+WEB_IMAGE = "localhost/kyklos/web:bookworm"
+WEB_SERVER = (
+    "import http.server, signal, sys\n"
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+    "http.server.ThreadingHTTPServer(('', 80), http.server.SimpleHTTPRequestHandler)"
+    ".serve_forever()\n"
+)
+WEB_BASE_LABEL = "io.kyklos.base-image-id"
+
+
+def _image_id(name: str) -> str:
+    proc = buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", name)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def build_web(say: Callable[[str], None]) -> str:
+    """``WEB_IMAGE`` from the Debian base (made first when missing); cached per base image.
+
+    Only image configuration on top of the base (no new layer, nothing fetched): seconds.
+    """
+    base = build_base(say)
+    base_id = _image_id(base)
+    label = buildah(
+        "inspect",
+        "--type",
+        "image",
+        "--format",
+        f'{{{{index .OCIv1.Config.Labels "{WEB_BASE_LABEL}"}}}}',
+        WEB_IMAGE,
+    )
+    if label.returncode == 0 and base_id and label.stdout.strip() == base_id:
+        return WEB_IMAGE
+    container = buildah("from", "--pull=never", base)
+    if container.returncode != 0:
+        raise ImageError(f"buildah from {base} failed: {_last_line(container)}")
+    name = container.stdout.strip()
+    try:
+        for step in (
+            (
+                "config",
+                "--cmd",
+                json.dumps(["python3", "-c", WEB_SERVER]),
+                "--port",
+                "80/tcp",
+                "--label",
+                f"{WEB_BASE_LABEL}={base_id}",
+                name,
+            ),
+            ("commit", "--rm", name, WEB_IMAGE),
+        ):
+            proc = buildah(*step)
+            if proc.returncode != 0:
+                raise ImageError(f"buildah {step[0]} failed: {_last_line(proc)}")
+    except ImageError:
+        buildah("rm", name)
+        raise
+    say(f"built {WEB_IMAGE} on {base}")
+    return WEB_IMAGE
+
+
 BUILD_STAGE_TAG = "localhost/kyklos/kyklos-build-stage:cache"
 
 
@@ -358,6 +426,12 @@ def main(argv: list[str]) -> int:
     load = sub.add_parser("load", help="put a local image into the running real node")
     load.add_argument("name", help="an image in kyklos's buildah storage")
     load.add_argument("--as", dest="aliases", action="append", default=[], help="another name")
+    web = sub.add_parser(
+        "web", help=f"build {WEB_IMAGE}, a small web server on the Debian base (port 80)"
+    )
+    web.add_argument(
+        "--load", action="store_true", help="import it into the running real node's containerd"
+    )
     args = parser.parse_args(argv)
 
     def say(line: str) -> None:
@@ -372,6 +446,18 @@ def main(argv: list[str]) -> int:
         except ImageError as exc:
             print(f"kyklos image: {exc}", file=sys.stderr)
             return 2
+        return 0
+
+    if args.command == "web":
+        try:
+            preflight(need_debootstrap=not image_exists(BASE_IMAGE))
+            build_web(say)
+            if args.load:
+                load_into_real_node(WEB_IMAGE, say)
+        except ImageError as exc:
+            print(f"kyklos image: {exc}", file=sys.stderr)
+            return 2
+        print(WEB_IMAGE)
         return 0
 
     tag = args.tag or chart_image(repo_root())
