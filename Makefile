@@ -42,7 +42,8 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit -q
 
-test: install sandbox-build e2e-prep lint
+# e2e-prep first: where it runs it builds the control plane itself, alongside the image.
+test: install e2e-prep sandbox-build lint
 	$(BIN)/pytest -q
 
 run: install
@@ -67,9 +68,12 @@ image: install node-deps
 	$(BIN)/kyklos image build
 
 # tests/e2e needs root and overlayfs; elsewhere the e2e tests skip with that reason.
+# The image build (debootstrap, pip: mostly network and disk) runs while Go compiles the
+# control plane and the node (CPU), so a cold run waits for the longer of the two, not the sum.
 e2e-prep: install
 	@if [ "$$(id -u)" = 0 ] && grep -qw overlay /proc/filesystems; then \
-		$(MAKE) --no-print-directory node-build image; \
+		$(MAKE) --no-print-directory node-deps && \
+		$(MAKE) --no-print-directory -j2 node-build image; \
 	else echo "e2e: skipped (needs root and overlayfs)"; fi
 
 clean:

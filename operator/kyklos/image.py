@@ -208,6 +208,8 @@ WEB_SERVER = (
     ".serve_forever()\n"
 )
 WEB_BASE_LABEL = "io.kyklos.base-image-id"
+# The containerd label on an image `load_into_real_node` imported: the buildah image id.
+LOADED_ID_LABEL = "io.kyklos.image-id"
 
 
 def _image_id(name: str) -> str:
@@ -354,51 +356,49 @@ def load_into_real_node(
     if not socket.exists() or not ctr.exists():
         raise ImageError(f"the real node's containerd is not running ({socket} is missing)")
     started = time.monotonic()
+
+    def ctr_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ctr), "--address", str(socket), "--namespace", "k8s.io", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    # The node's store is kept across starts (sandbox/realnode/store.py): an image imported
+    # before carries the buildah image id it was made from, and is not imported again.
+    image_id = _image_id(tag)
+    mark = f"{LOADED_ID_LABEL}={image_id}"
+    listed = ctr_run("images", "ls", f"name=={tag}")
+    if image_id and listed.returncode == 0 and mark in listed.stdout:
+        for alias in aliases:
+            _tag_alias(ctr_run, tag, alias)
+        say(f"{tag} is already in the real node's containerd (image {image_id[:12]})")
+        return
     with tempfile.TemporaryDirectory(prefix="kyklos-image-") as tmp:
         archive = Path(tmp) / "image.tar"
         # Uncompressed: the archive is read once, locally; gzip would only cost time.
         proc = buildah("push", "--disable-compression", tag, f"oci-archive:{archive}:{tag}")
         if proc.returncode != 0:
             raise ImageError(f"buildah push failed: {_last_line(proc)}")
-        proc = subprocess.run(
-            [
-                str(ctr),
-                "--address",
-                str(socket),
-                "--namespace",
-                "k8s.io",
-                "images",
-                "import",
-                "--local",
-                str(archive),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = ctr_run("images", "import", "--local", str(archive))
         if proc.returncode != 0:
             raise ImageError(f"ctr images import failed: {_last_line(proc)}")
-        for alias in aliases:
-            proc = subprocess.run(
-                [
-                    str(ctr),
-                    "--address",
-                    str(socket),
-                    "--namespace",
-                    "k8s.io",
-                    "images",
-                    "tag",
-                    "--force",
-                    tag,
-                    _normalized(alias),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise ImageError(f"ctr images tag {alias} failed: {_last_line(proc)}")
+    if image_id:
+        proc = ctr_run("images", "label", tag, mark)
+        if proc.returncode != 0:
+            raise ImageError(f"ctr images label {tag} failed: {_last_line(proc)}")
+    for alias in aliases:
+        _tag_alias(ctr_run, tag, alias)
     say(f"loaded {tag} into the real node's containerd in {time.monotonic() - started:.0f}s")
+
+
+def _tag_alias(
+    ctr_run: Callable[..., subprocess.CompletedProcess[str]], tag: str, alias: str
+) -> None:
+    proc = ctr_run("images", "tag", "--force", tag, _normalized(alias))
+    if proc.returncode != 0:
+        raise ImageError(f"ctr images tag {alias} failed: {_last_line(proc)}")
 
 
 def _normalized(name: str) -> str:
