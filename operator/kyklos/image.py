@@ -138,6 +138,27 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
+def _make_image(source: str, image: str, steps: Callable[[str], list[tuple[str, ...]]]) -> None:
+    """``buildah from source``, then ``steps(container)`` (buildah argv each), commit as ``image``.
+
+    Nothing is pulled; the working container is removed whether the steps succeed or not.
+    """
+    container = (
+        buildah("from", source) if source == "scratch" else buildah("from", "--pull=never", source)
+    )
+    if container.returncode != 0:
+        raise ImageError(f"buildah from {source} failed: {_last_line(container)}")
+    name = container.stdout.strip()
+    try:
+        for step in [*steps(name), ("commit", "--rm", name, image)]:
+            proc = buildah(*step)
+            if proc.returncode != 0:
+                raise ImageError(f"buildah {step[0]} failed: {_last_line(proc)}")
+    except ImageError:
+        buildah("rm", name)
+        raise
+
+
 def build_base(say: Callable[[str], None]) -> str:
     """Make the Debian + python3 base with debootstrap and buildah (once; cached)."""
     if image_exists(BASE_IMAGE):
@@ -168,12 +189,10 @@ def build_base(say: Callable[[str], None]) -> str:
             # apt lists and caches are not part of an image.
             for junk in ("var/lib/apt/lists", "var/cache/apt/archives"):
                 shutil.rmtree(rootfs / junk, ignore_errors=True)
-            container = buildah("from", "scratch")
-            if container.returncode != 0:
-                raise ImageError(f"buildah from scratch failed: {_last_line(container)}")
-            name = container.stdout.strip()
-            try:
-                for step in (
+            _make_image(
+                "scratch",
+                BASE_IMAGE,
+                lambda name: [
                     ("copy", name, str(rootfs), "/"),
                     (
                         "config",
@@ -183,14 +202,8 @@ def build_base(say: Callable[[str], None]) -> str:
                         "python3",
                         name,
                     ),
-                    ("commit", "--rm", name, BASE_IMAGE),
-                ):
-                    proc = buildah(*step)
-                    if proc.returncode != 0:
-                        raise ImageError(f"buildah {step[0]} failed: {_last_line(proc)}")
-            except ImageError:
-                buildah("rm", name)
-                raise
+                ],
+            )
         finally:
             _unmount_under(Path(tmp))
     say(f"base image {BASE_IMAGE} built in {time.monotonic() - started:.0f}s")
@@ -234,12 +247,10 @@ def build_web(say: Callable[[str], None]) -> str:
     )
     if label.returncode == 0 and base_id and label.stdout.strip() == base_id:
         return WEB_IMAGE
-    container = buildah("from", "--pull=never", base)
-    if container.returncode != 0:
-        raise ImageError(f"buildah from {base} failed: {_last_line(container)}")
-    name = container.stdout.strip()
-    try:
-        for step in (
+    _make_image(
+        base,
+        WEB_IMAGE,
+        lambda name: [
             (
                 "config",
                 "--cmd",
@@ -249,15 +260,9 @@ def build_web(say: Callable[[str], None]) -> str:
                 "--label",
                 f"{WEB_BASE_LABEL}={base_id}",
                 name,
-            ),
-            ("commit", "--rm", name, WEB_IMAGE),
-        ):
-            proc = buildah(*step)
-            if proc.returncode != 0:
-                raise ImageError(f"buildah {step[0]} failed: {_last_line(proc)}")
-    except ImageError:
-        buildah("rm", name)
-        raise
+            )
+        ],
+    )
     say(f"built {WEB_IMAGE} on {base}")
     return WEB_IMAGE
 
@@ -437,31 +442,21 @@ def main(argv: list[str]) -> int:
     def say(line: str) -> None:
         print(f"image: {line}", file=sys.stderr, flush=True)
 
-    if args.command == "load":
-        try:
+    def run() -> str | None:
+        """The command; returns the image name to print, if any."""
+        if args.command == "load":
             preflight(need_debootstrap=False)
             if not image_exists(args.name):
                 raise ImageError(f"{args.name} is not in local storage (kyklos image build)")
             load_into_real_node(args.name, say, tuple(args.aliases))
-        except ImageError as exc:
-            print(f"kyklos image: {exc}", file=sys.stderr)
-            return 2
-        return 0
-
-    if args.command == "web":
-        try:
+            return None
+        if args.command == "web":
             preflight(need_debootstrap=not image_exists(BASE_IMAGE))
             build_web(say)
             if args.load:
                 load_into_real_node(WEB_IMAGE, say)
-        except ImageError as exc:
-            print(f"kyklos image: {exc}", file=sys.stderr)
-            return 2
-        print(WEB_IMAGE)
-        return 0
-
-    tag = args.tag or chart_image(repo_root())
-    try:
+            return WEB_IMAGE
+        tag: str = args.tag or chart_image(repo_root())
         preflight(need_debootstrap=args.base is None)
         if args.base is not None and not image_exists(args.base):
             raise ImageError(
@@ -474,8 +469,13 @@ def main(argv: list[str]) -> int:
         say(f"built {tag} in {seconds:.0f}s ({size / 1e6:.0f} MB)")
         if args.load:
             load_into_real_node(tag, say)
+        return tag
+
+    try:
+        printed = run()
     except ImageError as exc:
         print(f"kyklos image: {exc}", file=sys.stderr)
         return 2
-    print(tag)
+    if printed:
+        print(printed)
     return 0
