@@ -14,7 +14,9 @@ Measures, on this machine:
 ``--real-node`` instead compares the process node agent with the real node (``serve --node
 real``: kubelet, containerd, runc, kube-proxy, CoreDNS; needs root) side by side in one run:
 start to Ready, pod create -> Running p50/p99 (the same bare pods, image pause, on each),
-idle RSS of the whole tree, and the ratios real/agent.
+idle RSS of the whole tree, and the ratios real/agent; then the real node's start with its
+containerd store rebuilt (the first start) and kept (the later ones), and ``kyklos image web
+--load`` on each (an import, then found in the kept store).
 """
 
 from __future__ import annotations
@@ -292,15 +294,24 @@ async def compare_nodes(args: argparse.Namespace, workdir: Path) -> None:
     from kyklos.sandbox.realnode.config import PAUSE_IMAGE
 
     results: dict[str, dict[str, float]] = {}
+    loads: list[float] = []
+    real_starts: list[float] = []
     for node in ("agent", "real"):
+        if node == "real":
+            forget_real_node_store()
         starts = []
         for _ in range(args.starts - 1):
             proc, _, seconds = start_sandbox(workdir, nodes=1, node=node)
             starts.append(seconds)
+            if node == "real":
+                loads.append(load_web_image())
             stop_sandbox(proc)
         proc, kubeconfig, seconds = start_sandbox(workdir, nodes=1, node=node)
         starts.append(seconds)
         try:
+            if node == "real":
+                loads.append(load_web_image())
+                real_starts = starts
             await asyncio.sleep(10)
             row = {"start_s": statistics.median(starts), "rss_mib": tree_rss_mib(proc.pid)}
             async with Api(kubeconfig, workdir) as api:
@@ -320,6 +331,39 @@ async def compare_nodes(args: argparse.Namespace, workdir: Path) -> None:
     ):
         print(f"{label:34} {agent[key]:9.2f} {real[key]:9.2f} {real[key] / agent[key]:10.2f}")
     print(f"pods Running: agent {agent['pods_running']:.0f}, real {real['pods_running']:.0f}")
+    # The real node's containerd store: rebuilt at the first start (marked in use first),
+    # kept at the later ones; the web image's load imports it once, then finds it there.
+    print(
+        f"real node start, store rebuilt: {real_starts[0]:.2f} s; store kept: "
+        + (f"{statistics.median(real_starts[1:]):.2f} s (median)" if real_starts[1:] else "-")
+    )
+    print(
+        f"kyklos image web --load, store rebuilt: {loads[0]:.2f} s; store kept: "
+        + (f"{statistics.median(loads[1:]):.2f} s (median)" if loads[1:] else "-")
+    )
+
+
+def forget_real_node_store() -> None:
+    """Mark the real node's kept containerd store in use, so its next start rebuilds it."""
+    from kyklos.sandbox.realnode.build import pinned_node
+    from kyklos.sandbox.realnode.store import STORE_STAMP, StoreStamp, store_dir, store_inputs
+
+    binaries = pinned_node()
+    stamp = store_dir(binaries) / STORE_STAMP
+    if stamp.exists():
+        stamp.write_text(StoreStamp(store_inputs(binaries), clean=False).to_json())
+
+
+def load_web_image() -> float:
+    """Seconds for ``kyklos image web --load`` into the running real node."""
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "kyklos", "image", "web", "--load"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return time.monotonic() - started
 
 
 def main() -> None:

@@ -247,6 +247,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             check=True,
             timeout=900,
         )  # fmt: skip
+        # ... and the suite's long-running server image (sandbox_api.WEB_IMAGE), made here too.
+        subprocess.run(
+            [sys.executable, "-m", "kyklos", "image", "web", "--load"], check=True, timeout=900
+        )
     handle = Cluster(
         kubeconfig=kubeconfig,
         is_sandbox=not REAL_NODE,

@@ -1,5 +1,9 @@
 """``kyklos image build [--base IMAGE] [--load]``: the Kyklos image from the repository's Dockerfile.
 
+``kyklos image web [--load]`` builds ``localhost/kyklos/web:bookworm``, a small web server on
+the same Debian base, for pods that need a long-running server image on a machine no registry
+reaches (the conformance suite on the real node).
+
 No Docker engine: buildah builds the ``Dockerfile`` unchanged (overlay storage, chroot
 isolation, ``--pull never``), its storage kept in the Kyklos cache
 (``<cache>/image/storage``), not in the host's ``/var/lib/containers``. Without ``--base`` the
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -133,6 +138,27 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
+def _make_image(source: str, image: str, steps: Callable[[str], list[tuple[str, ...]]]) -> None:
+    """``buildah from source``, then ``steps(container)`` (buildah argv each), commit as ``image``.
+
+    Nothing is pulled; the working container is removed whether the steps succeed or not.
+    """
+    container = (
+        buildah("from", source) if source == "scratch" else buildah("from", "--pull=never", source)
+    )
+    if container.returncode != 0:
+        raise ImageError(f"buildah from {source} failed: {_last_line(container)}")
+    name = container.stdout.strip()
+    try:
+        for step in [*steps(name), ("commit", "--rm", name, image)]:
+            proc = buildah(*step)
+            if proc.returncode != 0:
+                raise ImageError(f"buildah {step[0]} failed: {_last_line(proc)}")
+    except ImageError:
+        buildah("rm", name)
+        raise
+
+
 def build_base(say: Callable[[str], None]) -> str:
     """Make the Debian + python3 base with debootstrap and buildah (once; cached)."""
     if image_exists(BASE_IMAGE):
@@ -163,12 +189,10 @@ def build_base(say: Callable[[str], None]) -> str:
             # apt lists and caches are not part of an image.
             for junk in ("var/lib/apt/lists", "var/cache/apt/archives"):
                 shutil.rmtree(rootfs / junk, ignore_errors=True)
-            container = buildah("from", "scratch")
-            if container.returncode != 0:
-                raise ImageError(f"buildah from scratch failed: {_last_line(container)}")
-            name = container.stdout.strip()
-            try:
-                for step in (
+            _make_image(
+                "scratch",
+                BASE_IMAGE,
+                lambda name: [
                     ("copy", name, str(rootfs), "/"),
                     (
                         "config",
@@ -178,18 +202,69 @@ def build_base(say: Callable[[str], None]) -> str:
                         "python3",
                         name,
                     ),
-                    ("commit", "--rm", name, BASE_IMAGE),
-                ):
-                    proc = buildah(*step)
-                    if proc.returncode != 0:
-                        raise ImageError(f"buildah {step[0]} failed: {_last_line(proc)}")
-            except ImageError:
-                buildah("rm", name)
-                raise
+                ],
+            )
         finally:
             _unmount_under(Path(tmp))
     say(f"base image {BASE_IMAGE} built in {time.monotonic() - started:.0f}s")
     return BASE_IMAGE
+
+
+# A long-running web server on the Debian base, for pods that only need to run and serve
+# (the conformance suite's server pod, where nginx cannot be pulled): ``python3 -m http.server``
+# on port 80 that exits on SIGTERM (as PID 1 Python would otherwise ignore it until SIGKILL).
+WEB_IMAGE = "localhost/kyklos/web:bookworm"
+WEB_SERVER = (
+    "import http.server, signal, sys\n"
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+    "http.server.ThreadingHTTPServer(('', 80), http.server.SimpleHTTPRequestHandler)"
+    ".serve_forever()\n"
+)
+WEB_BASE_LABEL = "io.kyklos.base-image-id"
+# The containerd label on an image `load_into_real_node` imported: the buildah image id.
+LOADED_ID_LABEL = "io.kyklos.image-id"
+
+
+def _image_id(name: str) -> str:
+    proc = buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", name)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def build_web(say: Callable[[str], None]) -> str:
+    """``WEB_IMAGE`` from the Debian base (made first when missing); cached per base image.
+
+    Only image configuration on top of the base (no new layer, nothing fetched): seconds.
+    """
+    base = build_base(say)
+    base_id = _image_id(base)
+    label = buildah(
+        "inspect",
+        "--type",
+        "image",
+        "--format",
+        f'{{{{index .OCIv1.Config.Labels "{WEB_BASE_LABEL}"}}}}',
+        WEB_IMAGE,
+    )
+    if label.returncode == 0 and base_id and label.stdout.strip() == base_id:
+        return WEB_IMAGE
+    _make_image(
+        base,
+        WEB_IMAGE,
+        lambda name: [
+            (
+                "config",
+                "--cmd",
+                json.dumps(["python3", "-c", WEB_SERVER]),
+                "--port",
+                "80/tcp",
+                "--label",
+                f"{WEB_BASE_LABEL}={base_id}",
+                name,
+            )
+        ],
+    )
+    say(f"built {WEB_IMAGE} on {base}")
+    return WEB_IMAGE
 
 
 BUILD_STAGE_TAG = "localhost/kyklos/kyklos-build-stage:cache"
@@ -286,51 +361,49 @@ def load_into_real_node(
     if not socket.exists() or not ctr.exists():
         raise ImageError(f"the real node's containerd is not running ({socket} is missing)")
     started = time.monotonic()
+
+    def ctr_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ctr), "--address", str(socket), "--namespace", "k8s.io", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    # The node's store is kept across starts (sandbox/realnode/store.py): an image imported
+    # before carries the buildah image id it was made from, and is not imported again.
+    image_id = _image_id(tag)
+    mark = f"{LOADED_ID_LABEL}={image_id}"
+    listed = ctr_run("images", "ls", f"name=={tag}")
+    if image_id and listed.returncode == 0 and mark in listed.stdout:
+        for alias in aliases:
+            _tag_alias(ctr_run, tag, alias)
+        say(f"{tag} is already in the real node's containerd (image {image_id[:12]})")
+        return
     with tempfile.TemporaryDirectory(prefix="kyklos-image-") as tmp:
         archive = Path(tmp) / "image.tar"
         # Uncompressed: the archive is read once, locally; gzip would only cost time.
         proc = buildah("push", "--disable-compression", tag, f"oci-archive:{archive}:{tag}")
         if proc.returncode != 0:
             raise ImageError(f"buildah push failed: {_last_line(proc)}")
-        proc = subprocess.run(
-            [
-                str(ctr),
-                "--address",
-                str(socket),
-                "--namespace",
-                "k8s.io",
-                "images",
-                "import",
-                "--local",
-                str(archive),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = ctr_run("images", "import", "--local", str(archive))
         if proc.returncode != 0:
             raise ImageError(f"ctr images import failed: {_last_line(proc)}")
-        for alias in aliases:
-            proc = subprocess.run(
-                [
-                    str(ctr),
-                    "--address",
-                    str(socket),
-                    "--namespace",
-                    "k8s.io",
-                    "images",
-                    "tag",
-                    "--force",
-                    tag,
-                    _normalized(alias),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise ImageError(f"ctr images tag {alias} failed: {_last_line(proc)}")
+    if image_id:
+        proc = ctr_run("images", "label", tag, mark)
+        if proc.returncode != 0:
+            raise ImageError(f"ctr images label {tag} failed: {_last_line(proc)}")
+    for alias in aliases:
+        _tag_alias(ctr_run, tag, alias)
     say(f"loaded {tag} into the real node's containerd in {time.monotonic() - started:.0f}s")
+
+
+def _tag_alias(
+    ctr_run: Callable[..., subprocess.CompletedProcess[str]], tag: str, alias: str
+) -> None:
+    proc = ctr_run("images", "tag", "--force", tag, _normalized(alias))
+    if proc.returncode != 0:
+        raise ImageError(f"ctr images tag {alias} failed: {_last_line(proc)}")
 
 
 def _normalized(name: str) -> str:
@@ -358,24 +431,32 @@ def main(argv: list[str]) -> int:
     load = sub.add_parser("load", help="put a local image into the running real node")
     load.add_argument("name", help="an image in kyklos's buildah storage")
     load.add_argument("--as", dest="aliases", action="append", default=[], help="another name")
+    web = sub.add_parser(
+        "web", help=f"build {WEB_IMAGE}, a small web server on the Debian base (port 80)"
+    )
+    web.add_argument(
+        "--load", action="store_true", help="import it into the running real node's containerd"
+    )
     args = parser.parse_args(argv)
 
     def say(line: str) -> None:
         print(f"image: {line}", file=sys.stderr, flush=True)
 
-    if args.command == "load":
-        try:
+    def run() -> str | None:
+        """The command; returns the image name to print, if any."""
+        if args.command == "load":
             preflight(need_debootstrap=False)
             if not image_exists(args.name):
                 raise ImageError(f"{args.name} is not in local storage (kyklos image build)")
             load_into_real_node(args.name, say, tuple(args.aliases))
-        except ImageError as exc:
-            print(f"kyklos image: {exc}", file=sys.stderr)
-            return 2
-        return 0
-
-    tag = args.tag or chart_image(repo_root())
-    try:
+            return None
+        if args.command == "web":
+            preflight(need_debootstrap=not image_exists(BASE_IMAGE))
+            build_web(say)
+            if args.load:
+                load_into_real_node(WEB_IMAGE, say)
+            return WEB_IMAGE
+        tag: str = args.tag or chart_image(repo_root())
         preflight(need_debootstrap=args.base is None)
         if args.base is not None and not image_exists(args.base):
             raise ImageError(
@@ -388,8 +469,13 @@ def main(argv: list[str]) -> int:
         say(f"built {tag} in {seconds:.0f}s ({size / 1e6:.0f} MB)")
         if args.load:
             load_into_real_node(tag, say)
+        return tag
+
+    try:
+        printed = run()
     except ImageError as exc:
         print(f"kyklos image: {exc}", file=sys.stderr)
         return 2
-    print(tag)
+    if printed:
+        print(printed)
     return 0

@@ -5,8 +5,18 @@ tests/ is not a package; pytest puts this directory on sys.path, so tests import
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
+
+# The long-running server image of the pod tests: nginx on the node agent and on any cluster
+# that can pull it; on the real node, where no registry reaches this machine, the small web
+# server image `kyklos image web` builds from the local Debian base (the session loads it).
+WEB_IMAGE = (
+    "localhost/kyklos/web:bookworm"
+    if os.environ.get("KYKLOS_TEST_NODE") == "real" and not os.environ.get("KYKLOS_TEST_KUBECONFIG")
+    else "nginx:1.27"
+)
 
 GROUP = "conformance.sandbox.kyklos.io"
 VERSION = "v1"

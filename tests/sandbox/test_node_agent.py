@@ -1,7 +1,8 @@
 """Conformance of pod execution: what the kubelet does and Kyklos relies on.
 
-Tests without a marker run against any cluster (``python:3.12-slim`` and ``nginx`` images,
-tiny ``python -c`` programs); on the sandbox they exercise the node agent's ``process`` and
+Tests without a marker run against any cluster (``python:3.12-slim`` and ``nginx`` images --
+on the real node a locally built web server, ``sandbox_api.WEB_IMAGE`` -- and tiny
+``python -c`` programs); on the sandbox they exercise the node agent's ``process`` and
 ``serve`` actions. Tests marked ``sandbox_only`` pin the node agent's kubelet policy.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sandbox_api import WEB_IMAGE
 
 PY = "python:3.12-slim"
 WAIT = 60.0
@@ -475,7 +477,7 @@ def test_http_readiness_probe_gates_ready(k8s: Any, namespace: str) -> None:
 
 
 def test_long_running_pod_becomes_ready_with_kubelet_conditions(k8s: Any, namespace: str) -> None:
-    create(k8s, namespace, make_pod("web", image="nginx:1.27", restart="Always"))
+    create(k8s, namespace, make_pod("web", image=WEB_IMAGE, restart="Always"))
     pod = wait_pod(
         k8s, namespace, "web", lambda p: condition(p, "Ready").get("status") == "True", "Ready"
     )
@@ -487,7 +489,7 @@ def test_long_running_pod_becomes_ready_with_kubelet_conditions(k8s: Any, namesp
     main = container_status(pod, "main")
     assert main["started"] is True
     assert main["state"]["running"]["startedAt"]
-    assert main["image"].endswith("nginx:1.27")
+    assert main["image"].endswith(WEB_IMAGE)
     assert main["imageID"] and main["containerID"]
     assert status["podIP"] and status["hostIP"] and status["startTime"]
     assert status["podIPs"] == [{"ip": status["podIP"]}]

@@ -124,6 +124,13 @@ def test_a_second_real_node_refuses_in_one_line_and_a_crash_leaves_nothing(
         ["iptables-save"], capture_output=True, text=True, check=False
     ).stdout
     assert "KUBE-SERVICES" not in leftovers
+    # containerd's kept store is not trusted after a crash: the next start empties it.
+    from kyklos.sandbox.realnode.build import pinned_node
+    from kyklos.sandbox.realnode.store import STORE_STAMP, reusable, store_dir, store_inputs
+
+    node = pinned_node()
+    stamp = (store_dir(node) / STORE_STAMP).read_text()
+    assert not reusable(stamp, store_inputs(node))
 
 
 def test_a_start_after_a_crash_cleans_up_what_the_crashed_run_left(tmp_path: Path) -> None:

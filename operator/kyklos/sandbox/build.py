@@ -62,6 +62,51 @@ class BuiltBinaries:
             raise KeyError(name)
         return self.directory / name
 
+    def ensure(
+        self,
+        wanted: str,
+        build: Callable[[str], None],
+        *,
+        force: bool = False,
+        purpose: str,
+    ) -> None:
+        """Build the set unless it is present with fingerprint ``wanted`` (or ``force``).
+
+        ``build(go)`` gets the Go toolchain's path and runs under the set's file lock, once:
+        a process that waited for the lock finds the set another one built meanwhile.
+        ``purpose`` completes the message when ``go`` is missing ("needed once to build ...").
+        """
+        if self.present(wanted) and not force:
+            return
+        go = shutil.which("go")
+        if go is None:
+            raise BuildError(
+                "the Go toolchain (`go`, 1.26 or newer) is not on PATH; it is needed once to "
+                f"build {purpose} into {self.directory}"
+            )
+        with _locked(self.directory.parent / f"{self.version}.lock"):
+            if self.present(wanted) and not force:  # another process built it meanwhile
+                return
+            build(go)
+
+    def staging(self) -> Path:
+        """A fresh, empty directory to build into, beside the set's (``install`` moves it)."""
+        staging = self.directory.parent / f".{self.version}.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return staging
+
+    def install(self, staging: Path, stamp: dict[str, object], log_path: Path) -> None:
+        """Check every binary is in ``staging``, stamp it and rename it into place."""
+        missing = [name for name in self.NAMES if not (staging / name).exists()]
+        if missing:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise BuildError(f"the build produced no {', '.join(missing)} (full log: {log_path})")
+        (staging / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        staging.rename(self.directory)
+
     def present(self, fingerprint: str | None = None) -> bool:
         """True when every binary exists (and, given a fingerprint, was built from it)."""
         if not all(os.access(self.directory / name, os.X_OK) for name in self.NAMES):
@@ -202,25 +247,17 @@ def ensure_built(progress: Progress | None = None, *, force: bool = False) -> Co
     src = source_dir()
     binaries = pinned_binaries(src)
     wanted = fingerprint(src)
-    if binaries.present(wanted) and not force:
-        return binaries
-    go = shutil.which("go")
-    if go is None:
-        raise BuildError(
-            "the Go toolchain (`go`, 1.26 or newer) is not on PATH; it is needed once to build "
-            f"Kubernetes {binaries.version} into {binaries.directory}"
-        )
-    with _locked(binaries.directory.parent / f"{binaries.version}.lock"):
-        if binaries.present(wanted) and not force:  # another process built it meanwhile
-            return binaries
-        _build(go, src, binaries, wanted, say)
+    binaries.ensure(
+        wanted,
+        lambda go: _build(go, src, binaries, wanted, say),
+        force=force,
+        purpose=f"Kubernetes {binaries.version}",
+    )
     return binaries
 
 
 def _build(go: str, src: Path, binaries: ControlPlaneBinaries, wanted: str, say: Progress) -> None:
-    staging = binaries.directory.parent / f".{binaries.version}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = binaries.staging()
     log_path = binaries.directory.parent / f"{binaries.version}.build.log"
     # GOTOOLCHAIN=local: never let `go` download a different toolchain behind our back.
     env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": os.environ.get("GOFLAGS", "")}
@@ -285,20 +322,13 @@ def _build(go: str, src: Path, binaries: ControlPlaneBinaries, wanted: str, say:
         shutil.rmtree(staging, ignore_errors=True)
         detail = _last_error_line("".join(captured))
         raise BuildError(f"go build failed (exit {code}): {detail} (full log: {log_path})")
-    missing = [name for name in BINARIES if not (staging / name).exists()]
-    if missing:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise BuildError(f"go build produced no {', '.join(missing)} (full log: {log_path})")
-    stamp = {
+    stamp: dict[str, object] = {
         "fingerprint": wanted,
         "version": binaries.version,
         "builtAt": build_date,
         "seconds": round(elapsed),
     }
-    (staging / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
-    if binaries.directory.exists():
-        shutil.rmtree(binaries.directory)
-    staging.rename(binaries.directory)
+    binaries.install(staging, stamp, log_path)
     say(f"built Kubernetes {binaries.version} control plane in {elapsed / 60:.1f} min")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -32,7 +31,6 @@ from kyklos.sandbox.build import (
     BuildError,
     BuiltBinaries,
     _last_error_line,
-    _locked,
     build_flags,
     cache_root,
     kubernetes_version,
@@ -137,21 +135,19 @@ def ensure_node_built(progress: Progress | None = None, *, force: bool = False) 
     src = source_dir()
     node = pinned_node(src)
     wanted = fingerprint(src)
-    if node.present(wanted) and not force:
-        return node
-    go = shutil.which("go")
-    if go is None:
-        raise BuildError(
-            "the Go toolchain (`go`, 1.26 or newer) is not on PATH; it is needed once to build "
-            f"the real node's kubelet, kube-proxy, containerd and CoreDNS into {node.directory}"
-        )
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise BuildError("gcc is not on PATH (apt-get install gcc libc6-dev); it builds pause")
-    with _locked(node.directory.parent / f"{node.version}.lock"):
-        if node.present(wanted) and not force:
-            return node
+
+    def build(go: str) -> None:
+        gcc = shutil.which("gcc")
+        if gcc is None:
+            raise BuildError("gcc is not on PATH (apt-get install gcc libc6-dev); it builds pause")
         _build(go, gcc, src, node, wanted, say)
+
+    node.ensure(
+        wanted,
+        build,
+        force=force,
+        purpose="the real node's kubelet, kube-proxy, containerd and CoreDNS",
+    )
     return node
 
 
@@ -218,9 +214,7 @@ def _pause_source(go: str, src: Path) -> Path:
 
 
 def _build(go: str, gcc: str, src: Path, node: NodeBinaries, wanted: str, say: Progress) -> None:
-    staging = node.directory.parent / f".{node.version}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = node.staging()
     log_path = node.directory.parent / f"{node.version}.build.log"
     log_path.write_text("")
     say(
@@ -284,18 +278,11 @@ def _build(go: str, gcc: str, src: Path, node: NodeBinaries, wanted: str, say: P
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    missing = [name for name in BINARIES if not (staging / name).exists()]
-    if missing:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise BuildError(f"the build produced no {', '.join(missing)} (full log: {log_path})")
-    stamp = {
+    stamp: dict[str, object] = {
         "fingerprint": wanted,
         "version": node.version,
         "builtAt": build_date,
         "seconds": {k: round(v) for k, v in times.items()},
     }
-    (staging / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
-    if node.directory.exists():
-        shutil.rmtree(node.directory)
-    staging.rename(node.directory)
+    node.install(staging, stamp, log_path)
     say(f"built the real node's tools in {sum(times.values()) / 60:.1f} min")

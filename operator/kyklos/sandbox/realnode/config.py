@@ -31,13 +31,15 @@ CNI_NETWORK = "kyklos-real-node"
 
 @dataclass(frozen=True)
 class NodeLayout:
-    """Every path the node's components use, all under ``<data dir>/node``."""
+    """Every path the node's components use, all under ``<data dir>/node`` but ``store``."""
 
     root: Path
+    #: containerd's root (its images) when kept outside the node root (``store.py``).
+    store: Path | None = None
 
     @property
     def containerd_root(self) -> Path:
-        return self.root / "containerd" / "root"
+        return self.store or self.root / "containerd" / "root"
 
     @property
     def containerd_state(self) -> Path:

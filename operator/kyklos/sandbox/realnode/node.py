@@ -10,6 +10,7 @@ them and restores the host (``host.restore``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -46,6 +47,7 @@ from kyklos.sandbox.realnode.build import (
 )
 from kyklos.sandbox.realnode.host import HostChanges, HostError, kill_pod_processes, restore
 from kyklos.sandbox.realnode.pause import pause_archive
+from kyklos.sandbox.realnode.store import close_store, open_store, store_dir, store_inputs
 
 Say = Callable[[str], None]
 
@@ -96,10 +98,12 @@ class RealNode:
     components: list[Component] = field(default_factory=list)
     host: HostChanges | None = None
     started: bool = False
+    #: The containerd store was kept from an earlier start (its images are there already).
+    store_kept: bool = False
 
     @property
     def layout(self) -> config.NodeLayout:
-        return config.NodeLayout(self.data_dir / "node")
+        return config.NodeLayout(self.data_dir / "node", store=store_dir(self.binaries))
 
     def prepare(self, say: Say) -> None:
         """Take the machine's lock, clean up a crashed run, record the host, add the bridge."""
@@ -113,6 +117,8 @@ class RealNode:
         # if it crashed); the node's own state is rebuilt from scratch every start.
         shutil.rmtree(self.layout.root, ignore_errors=True)
         self.layout.root.mkdir(parents=True)
+        # containerd's store (images) is kept from the last clean stop when its inputs match.
+        self.store_kept = open_store(store_dir(self.binaries), store_inputs(self.binaries))
         host.record_before_start()
         try:
             host.set_up()
@@ -173,8 +179,13 @@ class RealNode:
             write_private(layout.kubeconfig(user), text)
         started = time.monotonic()
         self._start_containerd(say, deadline)
-        self._load_pause()
-        say(f"containerd ready, pause image loaded ({time.monotonic() - started:.1f}s)")
+        kept = self.store_kept and config.PAUSE_IMAGE in self._ctr("images", "ls", "-q").stdout
+        if not kept:
+            self._load_pause()
+        say(
+            f"containerd ready, pause image {'kept' if kept else 'loaded'} "
+            f"({time.monotonic() - started:.1f}s)"
+        )
         self._start_kubelet(pki, certs["kubelet-serving"])
         self._start_kube_proxy()
         self._start_coredns()
@@ -414,6 +425,13 @@ class RealNode:
                 # Pods go before containerd, so its shims see their containers die.
                 kill_pod_processes()
             if "containerd" in by_name:
+                if by_name["containerd"].proc.poll() is None:
+                    # The store keeps images only; the next start finds no old pods in it.
+                    # (A failure leaves it marked in use: the next start rebuilds it.)
+                    with contextlib.suppress(subprocess.SubprocessError, OSError):
+                        close_store(
+                            store_dir(self.binaries), store_inputs(self.binaries), self._ctr
+                        )
                 stop_all([by_name["containerd"].proc], grace=10.0)
         finally:
             # Whatever failed above, the host is restored (restore tolerates every absence).
