@@ -54,6 +54,10 @@ ALLOWED_UNUSED: dict[Grant, str] = {
         )
         for plural in PLURALS.values()
     },
+    ("kyklos.io", "datasets", "get"): (
+        "granted with the other kinds in one rule; the operator reads Datasets from its watch "
+        "(the DriftMonitor's index; its GET fallback runs only before the index exists)"
+    ),
     ("kyklos.io", "modeldeployments", "patch"): (
         "a DriftMonitor promotes its accepted retrained model (after this run's retraining)"
     ),
