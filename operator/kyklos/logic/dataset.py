@@ -145,6 +145,8 @@ class ProfileRun:
     job_message: str = ""
     finished_at: str | None = None
     message: str | None = None
+    #: The termination message of its latest pod that Succeeded (exit code 0), if any.
+    succeeded_message: str | None = None
     pod_running: bool = False
     pod_pending: bool = False
     terminating: bool = False
@@ -207,6 +209,7 @@ def observe_runs(
                 job_message=observed.message,
                 finished_at=finished_at,
                 message=latest_message(job_pods),
+                succeeded_message=latest_message(job_pods, succeeded_only=True),
                 pod_running="Running" in phases,
                 pod_pending="Pending" in phases,
                 terminating=bool(meta.get("deletionTimestamp")),
@@ -239,6 +242,17 @@ def _failures_message(summary: ProfileSummary) -> str:
     return "; ".join(parts)
 
 
+def _ok_summary(message: str | None) -> ProfileSummary | None:
+    """The ok profile summary ``message`` holds, else None."""
+    if message is None:
+        return None
+    try:
+        summary = ProfileSummary.parse(message)
+    except (ValidationError, ValueError):
+        return None
+    return summary if summary.ok else None
+
+
 def outcome_of(run: ProfileRun, now: datetime) -> Outcome | None:
     """The run's outcome; None while it runs (or briefly, while its pod's message is unseen)."""
     if not run.finished:
@@ -251,6 +265,12 @@ def outcome_of(run: ProfileRun, now: datetime) -> Outcome | None:
         except (ValidationError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             problem = f"its termination message is not a profile summary ({first})"
+    done = _ok_summary(run.succeeded_message)
+    if done is not None:
+        # A pod that exited 0 with an ok summary wrote the profile: that is the result even
+        # when the Job counts another of its pods as failed (say one the Job controller
+        # made twice under load and deleted, which backoffLimit 0 turns into a failed Job).
+        return Outcome(True, Reason.PROFILED, _profiled_message(done), done)
     if summary is not None:
         if summary.ok and run.state == JobState.SUCCEEDED:
             return Outcome(True, Reason.PROFILED, _profiled_message(summary), summary)

@@ -314,6 +314,45 @@ def test_outcome_of_a_finished_run(
     assert outcome.message
 
 
+def test_an_ok_summary_from_a_pod_that_succeeded_is_the_result_even_if_the_job_failed() -> None:
+    run = replace(run_of(JobState.FAILED, "killed"), succeeded_message=summary("v1"))
+    outcome = outcome_of(run, NOW)
+    assert outcome is not None and (outcome.ready, outcome.reason) == (True, "Profiled")
+    # The same summary from a pod that did not exit 0 is not trusted.
+    failed_pod = run_of(JobState.FAILED, summary("v1"))
+    outcome = outcome_of(failed_pod, NOW)
+    assert outcome is not None and (outcome.ready, outcome.reason) == (False, "ProfileJobFailed")
+
+
+def test_observed_runs_keep_the_message_of_the_pod_that_succeeded() -> None:
+    job = {
+        "metadata": {"name": "churn-profile-1", "uid": "j1", "annotations": {}},
+        "status": {"conditions": [{"type": "Failed", "status": "True"}]},
+    }
+
+    def pod(name: str, phase: str, message: str, finished: str) -> dict[str, Any]:
+        terminated = {"exitCode": 0 if phase == "Succeeded" else 1, "message": message}
+        terminated["finishedAt"] = finished
+        return {
+            "metadata": {"name": name, "ownerReferences": [{"kind": "Job", "uid": "j1"}]},
+            "status": {
+                "phase": phase,
+                "containerStatuses": [{"state": {"terminated": terminated}}],
+            },
+        }
+
+    runs = observe_runs(
+        [job],
+        [
+            pod("a", "Succeeded", summary("v1"), "2026-01-01T00:00:01Z"),
+            pod("b", "Failed", "killed", "2026-01-01T00:00:02Z"),
+        ],
+    )
+    assert runs[0].succeeded_message == summary("v1")
+    outcome = outcome_of(runs[0], NOW)
+    assert outcome is not None and (outcome.ready, outcome.reason) == (True, "Profiled")
+
+
 def test_validation_failures_are_listed_in_the_message_when_the_worker_gives_none() -> None:
     message = failure_summary(
         "ValidationFailed",
