@@ -21,6 +21,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
+from kyklos.controllers.config import DEFAULT_EXECUTOR_WORKERS
+
 log = logging.getLogger("kyklos.threads")
 
 P = ParamSpec("P")
@@ -41,7 +43,7 @@ def install(workers: int) -> ThreadPoolExecutor:
 
 def pool() -> ThreadPoolExecutor:
     """The operator's pool (a default-sized one when :func:`install` was not called)."""
-    return _pool if _pool is not None else install(16)
+    return _pool if _pool is not None else install(DEFAULT_EXECUTOR_WORKERS)
 
 
 async def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -469,19 +469,12 @@ def training_on_pod(**kwargs: Any) -> None:
 
 
 def _unfinished() -> list[Key]:
+    """Unfinished TrainingJobs (called on kopf's event loop, so the index holds still)."""
     source = _state.indexes.get(IDX_TRAININGJOBS)
     if source is None:
         return []
-    for _attempt in range(5):
-        try:
-            keys = list(source.keys())
-            break
-        except RuntimeError:
-            continue
-    else:
-        return []
     out = []
-    for key in keys:
+    for key in list(source.keys()):
         for body in _values(IDX_TRAININGJOBS, key):
             latest = _objects.get(key).current_status(body)
             if latest.get("phase") not in training.TERMINAL_PHASES:
